@@ -1,0 +1,166 @@
+"""The `edgebuild` command line.
+
+User errors (bad recipe, unknown target, corrupt model, over budget) print one line and exit
+non-zero; anything else is a bug and keeps its traceback. Heavy libraries are imported inside
+commands so that `edgebuild targets` and an up-to-date `edgebuild build` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from compiler import config
+from compiler.errors import UserError
+from compiler.progress import console, step
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UserError as error:
+            click.echo(f"edgebuild: error: {error}", err=True)
+            sys.exit(error.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgebuild")
+def main() -> None:
+    """edgebuild: build a model for a hardware target into a verified, cached artifact."""
+
+
+def _onnx_recipe(path: Path) -> config.ModelRecipe:
+    """A recipe for a bare ONNX file: inputs from its signature, generated data, output cosine."""
+    from compiler.importers.onnx_file import load_onnx, signature
+
+    model = load_onnx(path)
+    family = "cnn" if any(n.op_type == "Conv" for n in model.graph.node) else "generic"
+    return config.ModelRecipe(
+        name=path.stem, version="0.0.0", description=f"ONNX file {path}", path=None, family=family,
+        source_kind="onnx", source=str(path.resolve()), inputs=signature(model, str(path)),
+        outputs=signature(model, str(path), outputs=True), data={},
+        metric={"kind": "output_cosine", "min_mean": 0.99}, bench={})
+
+
+@main.command()
+@click.option("-t", "--target", required=True, help="Target name (see `edgebuild targets`) or a .toml path.")
+@click.option("-m", "--model", default="minilm", show_default=True, help="Recipe name (see `edgebuild models`) or a .toml path.")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Build this ONNX file instead of a recipe.")
+@click.option("--no-cache", is_flag=True, help="Ignore and do not fill the stage cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON on stdout.")
+def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_json: bool) -> None:
+    """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify."""
+    from compiler.cache import Cache
+    from compiler.pipeline import build as run_build
+
+    spec = config.load_target(target, check_passes=False)  # checked by build() unless up to date
+    recipe = _onnx_recipe(onnx_path) if onnx_path else config.load_recipe(model)
+    command = "edgebuild " + shlex.join(sys.argv[1:])
+    outcome = run_build(recipe, spec, Cache(enabled=not no_cache), command=command)
+    record = outcome.record
+    if outcome.up_to_date:
+        step(f"{recipe.name} -> {spec.name}: up to date")
+    for warning in outcome.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    metrics = record["metrics"]
+    step(f"fidelity: {metrics['fidelity']['summary']}")
+    step(f"size: {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32); "
+         f"latency {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on this host")
+    step(f"artifact: {outcome.out_dir / record['artifact']}")
+    step(f"report:   {outcome.out_dir / 'report.md'} (record: report.json, plot: report.png)")
+    if as_json:
+        click.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
+@main.command()
+def targets() -> None:
+    """List hardware targets (one TOML file each in targets/)."""
+    for name in config.available(config.TARGETS_DIR):
+        spec = config.load_target(name)
+        preset = f" [preset: {spec.preset}]" if spec.preset else ""
+        click.echo(f"{name:<18} {spec.runtime:<12} {spec.precision:<6} {spec.description}{preset}")
+
+
+@main.command()
+def models() -> None:
+    """List model recipes (one TOML file each in models/)."""
+    for name in config.available(config.MODELS_DIR):
+        recipe = config.load_recipe(name)
+        click.echo(f"{name:<14} {recipe.version:<8} {recipe.family:<12} {recipe.description}")
+
+
+@main.command(name="passes")
+def list_passes() -> None:
+    """List graph passes with their options and what they do."""
+    import dataclasses
+    import inspect
+    import typing
+
+    from passes.catalogue import CATALOGUE
+
+    for name, pass_class in CATALOGUE.items():
+        click.echo(click.style(name, bold=True) + f"  ({', '.join(pass_class.tools)})")
+        for line in (inspect.getdoc(pass_class) or "").splitlines():
+            click.echo(f"    {line}")
+        hints = typing.get_type_hints(pass_class.Config)
+        for field in dataclasses.fields(pass_class.Config):
+            default = field.default if field.default is not dataclasses.MISSING else "(required)"
+            kind = getattr(hints[field.name], "__name__", None) or str(hints[field.name]).replace("typing.", "")
+            click.echo(f"    option {field.name}: {kind} = {default!r}")
+        click.echo("")
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+def inspect(path: Path) -> None:
+    """Describe an ONNX model or a build directory / report.json."""
+    from compiler.inspect_model import describe
+
+    click.echo(describe(path))
+
+
+@main.command()
+@click.option("-m", "--model", "models_", multiple=True, help="Recipe(s) to benchmark (default: all).")
+@click.option("--repeats", default=50, show_default=True, help="Timed runs per model (interleaved).")
+@click.option("--no-olive", is_flag=True, help="Skip the Olive auto-opt peer column.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the table as JSON here.")
+def bench(models_: tuple[str, ...], repeats: int, no_olive: bool, json_path: Path | None) -> None:
+    """Benchmark every desktop target side by side against PyTorch eager and ORT FP32."""
+    from compiler.bench import run_bench
+
+    run_bench(list(models_) or config.available(config.MODELS_DIR), repeats=repeats, olive=not no_olive,
+              json_path=json_path)
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or clear the stage cache (artifacts/cache)."""
+
+
+@cache.command("info")
+def cache_info() -> None:
+    """Entries and size per stage."""
+    from compiler.cache import Cache
+
+    stages = Cache().info()
+    if not stages:
+        click.echo("cache is empty")
+    for stage, info in stages.items():
+        click.echo(f"{stage:<32} {info['entries']:>4} entries {info['bytes'] / 1e6:>10.1f} MB")
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Remove every cache entry."""
+    from compiler.cache import Cache
+
+    click.echo(f"freed {Cache().clear() / 1e6:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

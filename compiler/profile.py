@@ -1,0 +1,54 @@
+"""Per-stage measurements for the build report: size, nodes, fidelity, latency vs ORT FP32.
+
+Latency is measured side by side in one run (interleaved, median) at the recipe's benchmark
+shape with one thread; the baseline is ONNX Runtime running the imported FP32 model. The whole
+profile is one cache entry keyed by every stage's model digest, so a rebuild that changes
+nothing measures nothing, and a change anywhere re-measures every row together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from compiler.cache import Cache, sha256_file, sha256_tree, stage_key, tool_versions
+from compiler.config import ROOT, ModelRecipe
+from compiler.data import Dataset
+from compiler.progress import step
+from compiler.runtime import measure_latency, ort_runner, session
+
+CODE = [ROOT / "compiler" / "profile.py", ROOT / "compiler" / "verify.py", ROOT / "compiler" / "runtime.py"]
+THREADS = 1
+
+
+def _node_count(path: Path) -> int:
+    return len(onnx.load(str(path), load_external_data=False).graph.node)
+
+
+def profile_stages(recipe: ModelRecipe, dataset: Dataset, evaluate: Any, stages: list[dict[str, Any]],
+                   cache: Cache, data_digest: str) -> dict[str, Any]:
+    """Measure every stage's model; returns {"rows": [...], "latency": {...}, "artifact_latency_ratio": x}."""
+    paths = [Path(row["path"]) for row in stages]
+    key = stage_key("profile", inputs={"models": [sha256_file(p) for p in paths], "data": data_digest},
+                    config={"metric": recipe.metric, "bench": recipe.bench, "threads": THREADS},
+                    code=sha256_tree(CODE), tools=tool_versions("onnxruntime", "numpy"))
+
+    def measure(_: Path) -> dict[str, Any]:
+        step(f"verifying {len(paths)} stage outputs on {len(dataset.verify)} batches")
+        rows = [{"bytes": p.stat().st_size, "nodes": _node_count(p), "fidelity": evaluate(p).__dict__} for p in paths]
+        runners = {str(i): ort_runner(session(p, threads=THREADS), dataset.bench) for i, p in enumerate(paths)}
+        shape = {name: list(array.shape) for name, array in dataset.bench.items()}
+        seconds = measure_latency(runners, label=f"timing {len(paths)} models at {shape}")
+        baseline = seconds["0"]
+        for i, row in enumerate(rows):
+            row["latency_ms"] = seconds[str(i)] * 1000
+            row["latency_ratio"] = seconds[str(i)] / baseline
+        return {"rows": rows,
+                "latency": {"artifact_ms": seconds[str(len(paths) - 1)] * 1000, "ort_fp32_ms": baseline * 1000,
+                            "ratio_vs_ort_fp32": seconds[str(len(paths) - 1)] / baseline, "threads": THREADS,
+                            "input_shapes": shape, "host": "build host (shared, noisy: compare ratios)"},
+                "artifact_latency_ratio": seconds[str(len(paths) - 1)] / baseline}
+
+    return cache.get_or_build("profile", key, measure).meta

@@ -1,0 +1,72 @@
+"""ONNX Runtime sessions and side-by-side latency measurement on the build host.
+
+Latency figures are ratios measured in one run, interleaved: the machine is shared and noisy, so
+models are timed round-robin (each repeat runs every model once) and compared by median.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from compiler.errors import ModelError
+from compiler.progress import progress_bar
+
+Feeds = dict[str, np.ndarray]
+
+
+def session(model: onnx.ModelProto | Path | bytes, threads: int = 1,
+            level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
+    """A CPU session with a fixed thread count (latency is reported per thread count)."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = level
+    options.log_severity_level = 3
+    source: str | bytes
+    if isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    elif isinstance(model, Path):
+        source = str(model)
+    else:
+        source = model
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises bare RuntimeError subclasses for unloadable graphs
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"ONNX Runtime cannot load the model: {first}") from error
+
+
+def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[np.ndarray]]:
+    """Outputs for every batch, feeding only the inputs the session declares."""
+    names = [i.name for i in sess.get_inputs()]
+    return [sess.run(None, {n: feeds[n] for n in names}) for feeds in batches]
+
+
+def measure_latency(runners: Mapping[str, Callable[[], object]], repeats: int = 50, warmup: int = 5,
+                    label: str = "benchmarking") -> dict[str, float]:
+    """Median seconds per call of each runner, measured interleaved."""
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=repeats)
+        for _ in range(repeats):
+            for name, run in runners.items():
+                start = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - start)
+            bar.advance(task)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
+def ort_runner(sess: ort.InferenceSession, feeds: Feeds) -> Callable[[], object]:
+    names = [i.name for i in sess.get_inputs()]
+    bound = {n: feeds[n] for n in names}
+    return lambda: sess.run(None, bound)

@@ -1,0 +1,178 @@
+"""The stages of one build, each run through the cache; heavy imports live here, not in pipeline.py."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from compiler.backends import backend_for
+from compiler.cache import Cache, sha256_file, sha256_tree, stage_key, tool_versions
+from compiler.config import ROOT, ModelRecipe, TargetSpec
+from compiler.data import Dataset, load_dataset
+from compiler.importers import import_model
+from compiler.importers.torch_export import load_reference
+from compiler.progress import step
+from compiler.runtime import run_batches, session
+from compiler.verify import Outputs, check_fidelity, score, speed_verdict
+from passes.base import Fidelity, GraphPass, PassContext, TorchPass, apply_pass
+from passes.catalogue import instantiate
+
+IMPORT_CODE = [ROOT / "compiler" / "importers", ROOT / "compiler" / "data.py", ROOT / "compiler" / "runtime.py"]
+PROFILE_CODE = [ROOT / "compiler" / "verify.py", ROOT / "compiler" / "runtime.py", ROOT / "compiler" / "stages.py"]
+
+
+@dataclass
+class StagesResult:
+    source_digest: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    artifact_name: str
+    files: list[dict[str, Any]]
+    file_sources: dict[str, Path]
+    metrics: dict[str, Any]
+    stages: list[dict[str, Any]]
+    verdict: dict[str, Any]
+    pass_list: list[dict[str, Any]]
+    import_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _tokenizer_dir(recipe: ModelRecipe) -> Path | None:
+    if recipe.source_kind.startswith("huggingface"):
+        from compiler.importers.huggingface import model_directory
+
+        return model_directory(recipe)
+    return None
+
+
+def _report_cache(stage: str, hit: bool) -> None:
+    if hit:
+        step(f"{stage}: cached")
+
+
+class Evaluator:
+    """Runs candidates on ORT over the verification batches and scores them against the reference."""
+
+    def __init__(self, recipe: ModelRecipe, dataset: Dataset, reference: Outputs) -> None:
+        self.recipe, self.dataset, self.reference = recipe, dataset, reference
+
+    def outputs(self, model: onnx.ModelProto | Path) -> Outputs:
+        return run_batches(session(model), self.dataset.verify)
+
+    def __call__(self, model: onnx.ModelProto | Path) -> Fidelity:
+        return score(self.recipe.metric, self.reference, self.outputs(model), self.dataset.verify, self.dataset.labels)
+
+
+def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesResult:
+    passes = instantiate(target.passes_for(recipe.family), f"{target.path}: passes")
+    torch_passes = [p for p in passes if isinstance(p, TorchPass)]
+    graph_passes = [p for p in passes if isinstance(p, GraphPass)]
+    pass_list = [{"pass": p.name, "options": p.options()} for p in passes]
+
+    step(f"loading data for {recipe.name}")
+    dataset = load_dataset(recipe, tokenizer_dir=_tokenizer_dir(recipe))
+    data_digest = dataset.digest()
+    from compiler.pipeline import source_files
+
+    source_digest = sha256_tree(source_files(recipe))
+
+    # import (+ PyTorch-level passes, which need the module before export)
+    import_key = stage_key("import", inputs={"source": source_digest, "data": data_digest},
+                           config={"recipe": {k: v for k, v in recipe.__dict__.items() if k not in ("path", "description")},
+                                   "torch_passes": [(p.name, p.options(), p.fingerprint()) for p in torch_passes]},
+                           code=sha256_tree(IMPORT_CODE), tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"))
+
+    def run_import(directory: Path) -> dict[str, Any]:
+        step(f"importing {recipe.name} ({recipe.source_kind}: {recipe.source})")
+        started = time.perf_counter()
+        meta = import_model(recipe, dataset, torch_passes, directory)
+        return {**meta, "_seconds": round(time.perf_counter() - started, 2)}
+
+    imported = cache.get_or_build("import", import_key, run_import)
+    _report_cache("import", imported.hit)
+    reference = load_reference(imported.path / "reference.npz")
+    evaluate = Evaluator(recipe, dataset, reference)
+
+    ctx_fingerprint = stage_key("context", inputs={"data": data_digest, "reference": sha256_file(imported.path / "reference.npz")},
+                                config={"metric": recipe.metric, "family": recipe.family,
+                                        "shape": imported.meta.get("transformer_shape", {})}, code="", tools={})
+    context = PassContext(workdir=cache.scratch(), model_family=recipe.family,
+                          calibration=lambda: dataset.calibration, evaluate=evaluate,
+                          fingerprint=ctx_fingerprint, transformer_shape=imported.meta.get("transformer_shape", {}))
+
+    stages = [{"stage": "import", "kind": "import", "path": imported.path / "model.onnx", "cached": imported.hit,
+               "seconds": imported.meta.get("_seconds", 0.0), "stats": {"torch_passes": imported.meta["torch_passes"]}}]
+    current = imported.path / "model.onnx"
+    done: list[str] = [p.name for p in torch_passes]
+    for graph_pass in graph_passes:
+        key = stage_key(f"pass:{graph_pass.name}", inputs={"model": sha256_file(current), "context": ctx_fingerprint},
+                        config=graph_pass.options(), code=graph_pass.fingerprint(), tools=graph_pass.tool_versions())
+
+        def run_pass(directory: Path, graph_pass: GraphPass = graph_pass, source: Path = current) -> dict[str, Any]:
+            step(f"pass {graph_pass.name}")
+            started = time.perf_counter()
+            result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
+            onnx.save(result.model, str(directory / "model.onnx"))
+            return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
+
+        entry = cache.get_or_build(f"pass-{graph_pass.name}", key, run_pass)
+        _report_cache(f"pass {graph_pass.name}", entry.hit)
+        stages.append({"stage": graph_pass.name, "kind": "pass", "path": entry.path / "model.onnx", "cached": entry.hit,
+                       "seconds": entry.meta["_seconds"], "stats": entry.meta["stats"], "options": graph_pass.options()})
+        current = entry.path / "model.onnx"
+        done.append(graph_pass.name)
+
+    backend = backend_for(target.runtime)
+    compile_key = stage_key("compile", inputs={"model": sha256_file(current)},
+                            config={"runtime": target.runtime, "level": target.graph_optimization},
+                            code=sha256_tree(list(backend.FINGERPRINT_FILES)), tools=tool_versions(*backend.TOOLS))
+
+    def run_compile(directory: Path) -> dict[str, Any]:
+        step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
+        started = time.perf_counter()
+        meta = backend.compile_model(current, target, directory)
+        return {**meta, "_seconds": round(time.perf_counter() - started, 2)}
+
+    compiled = cache.get_or_build("compile", compile_key, run_compile)
+    _report_cache("compile", compiled.hit)
+    artifact = compiled.path / compiled.meta["artifact"]
+    stages.append({"stage": f"compile ({target.runtime})", "kind": "compile", "path": artifact, "cached": compiled.hit,
+                   "seconds": compiled.meta["_seconds"], "stats": {"graph_optimization": target.graph_optimization}})
+
+    from compiler.profile import profile_stages
+
+    profile = profile_stages(recipe, dataset, evaluate, stages, cache, data_digest)
+    for row, measured in zip(stages, profile["rows"], strict=True):
+        row.update(measured)
+        row["path"] = str(row["path"])
+    pass_fidelities = [(row["stage"], Fidelity(**row["fidelity"])) for row in stages[:-1]]
+    final = Fidelity(**stages[-1]["fidelity"])
+    check_fidelity(recipe, "after passes", pass_fidelities[-1][1], pass_fidelities)
+    check_fidelity(recipe, "after compilation", final, pass_fidelities)
+    warnings = []
+    speed = speed_verdict(target.speed_gate, target.max_latency_ratio, profile["artifact_latency_ratio"], target.name)
+    if speed:
+        warnings.append(speed)
+
+    artifact_name = f"{recipe.name}.onnx"
+    files = [{"name": artifact_name, "sha256": sha256_file(artifact), "bytes": artifact.stat().st_size}]
+    sess = session(artifact)
+    return StagesResult(
+        source_digest=source_digest,
+        inputs=[{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()],
+        outputs=[{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()],
+        artifact_name=artifact_name,
+        files=files,
+        file_sources={artifact_name: artifact},
+        metrics={"size_bytes": artifact.stat().st_size, "fp32_size_bytes": stages[0]["bytes"],
+                 "size_ratio": artifact.stat().st_size / stages[0]["bytes"],
+                 "latency": profile["latency"], "fidelity": stages[-1]["fidelity"]},
+        stages=stages,
+        verdict={"fidelity": "pass", "speed": "warn" if warnings else "pass", "speed_gate": target.speed_gate,
+                 "warnings": warnings},
+        pass_list=pass_list,
+        import_meta={k: v for k, v in imported.meta.items() if not k.startswith("_")},
+    )

@@ -1,0 +1,106 @@
+"""4-bit block-quantized MatMul weights (MatMulNBits), weight-only, with ONNX Runtime's quantizer."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import ClassVar
+
+import onnx
+
+from compiler.errors import ConfigError, PassError, did_you_mean
+from passes.base import GraphPass, PassContext, PassResult
+
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+
+
+class QuantizeInt4Weights(GraphPass):
+    """Quantize MatMul weights to 4 bits in blocks (MatMulNBits); activations stay float.
+
+    What it does: every MatMul whose second input is a float initializer of rank 2 becomes a
+    com.microsoft MatMulNBits node holding 4-bit weights, quantized round-to-nearest in blocks of
+    `block_size` values along the input dimension, with one float scale (and, unless `symmetric`,
+    one zero point) per block. `accuracy_level` sets the MatMulNBits compute type (ORT docs:
+    0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations). Nodes in `nodes_to_exclude` keep
+    float weights. This shrinks weights about 6x; on CPUs it brings no speed-up by itself.
+
+    Needs: MatMul nodes with constant weights (Gemm, Conv and fused Attention are not touched).
+    Runs on ONNX Runtime only (MatMulNBits is a contrib op).
+
+    Guarantees: the same graph inputs/outputs; outputs differ by 4-bit rounding of the weights.
+    Stats: MatMuls quantized and left, file size before and after.
+    """
+
+    name: ClassVar[str] = "quantize-int4-weights"
+    tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "numpy")
+    conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "quantize-static-int8")
+
+    @dataclass(frozen=True)
+    class Config:
+        block_size: int = 32  # weights per scale, along the input dimension; a power of two >= 16
+        symmetric: bool = True  # True: int4 without zero points; False: uint4 with zero points
+        accuracy_level: int | None = None  # MatMulNBits compute type, 0-4; None leaves it to ORT
+        nodes_to_exclude: tuple[str, ...] = ()  # MatMul node names to keep in float
+
+        def __post_init__(self) -> None:
+            if self.block_size < 16 or self.block_size & (self.block_size - 1):
+                raise ConfigError(f"quantize-int4-weights: option 'block_size' must be a power of two "
+                                  f">= 16 (MatMulNBits), got {self.block_size}")
+            if self.accuracy_level is not None and not 0 <= self.accuracy_level <= 4:
+                raise ConfigError(f"quantize-int4-weights: option 'accuracy_level' must be 0-4, "
+                                  f"got {self.accuracy_level}")
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        config = self.config
+        candidates = _constant_weight_matmuls(model)
+        if not candidates:
+            ops = Counter(node.op_type for node in model.graph.node if node.op_type in
+                          ("MatMul", "Gemm", "Conv", "Attention", "MatMulNBits"))
+            raise PassError(f"no MatMul with a constant float weight to quantize (weight-carrying ops "
+                            f"found: {dict(ops) or 'none'}; Gemm/Conv/Attention are not handled)")
+        unknown = [name for name in config.nodes_to_exclude if name not in candidates]
+        if unknown:
+            raise PassError(f"nodes_to_exclude names '{unknown[0]}', which is not a MatMul with a constant "
+                            f"weight; {did_you_mean(unknown[0], candidates)}")
+
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)  # the quantizer edits the model it is given
+        algo = DefaultWeightOnlyQuantConfig(block_size=config.block_size, is_symmetric=config.symmetric,
+                                            accuracy_level=config.accuracy_level, bits=4)
+        quantizer = MatMulNBitsQuantizer(copy, nodes_to_exclude=list(config.nodes_to_exclude),
+                                         algo_config=algo)
+        # It logs one INFO line per node; the build report carries the counts instead.
+        logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+        level = logger.level
+        logger.setLevel(max(level, logging.WARNING))
+        try:
+            quantizer.process()
+        finally:
+            logger.setLevel(level)
+        quantized = quantizer.model.model
+        ops = Counter(node.op_type for node in quantized.graph.node)
+        if not ops["MatMulNBits"]:
+            raise PassError(f"the quantizer left every MatMul in float "
+                            f"(candidates: {sorted(candidates)[:5]})")
+        return PassResult(quantized, {
+            "matmuls_quantized": ops["MatMulNBits"], "matmuls_left_float": ops["MatMul"],
+            "excluded": list(config.nodes_to_exclude),
+            "bytes_before": model.ByteSize(), "bytes_after": quantized.ByteSize()})
+
+
+def _constant_weight_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of MatMul nodes whose weight (input B) is a float initializer of rank 2."""
+    graph_inputs = {value.name for value in model.graph.input}
+    weights = {init.name: init for init in model.graph.initializer if init.name not in graph_inputs}
+    names = []
+    for node in model.graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "MatMul" else None
+        if weight is not None and weight.data_type in _FLOAT_TYPES and len(weight.dims) == 2:
+            names.append(node.name)
+    return names

@@ -1,0 +1,105 @@
+"""Recipes and targets: the shipped files load; bad files give one actionable ConfigError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compiler import config
+from compiler.errors import ConfigError
+
+
+def test_every_shipped_target_and_recipe_loads() -> None:
+    targets = config.available(config.TARGETS_DIR)
+    assert {"desktop-fp32", "desktop-fp16", "desktop-int8", "desktop-int4"} <= set(targets)
+    for name in targets:
+        assert config.load_target(name).name == name
+    for name in config.available(config.MODELS_DIR):
+        recipe = config.load_recipe(name)
+        assert recipe.inputs and recipe.metric["kind"] in config.METRICS
+
+
+def test_unknown_target_lists_valid_names_and_suggests() -> None:
+    with pytest.raises(ConfigError, match=r"unknown target 'desktop-int9'; did you mean 'desktop-int8'\?.*valid:"):
+        config.load_target("desktop-int9")
+
+
+def test_unknown_model_suggests() -> None:
+    with pytest.raises(ConfigError, match=r"unknown model 'minlm'; did you mean 'minilm'"):
+        config.load_recipe("minlm")
+
+
+def _target(tmp_path: Path, body: str, name: str = "t1") -> Path:
+    path = tmp_path / f"{name}.toml"
+    base = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text().replace('name = "desktop-fp32"', f'name = "{name}"')
+    path.write_text(base + body if body.startswith("#") else body.replace("@NAME@", name))
+    return path
+
+
+def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "broken.toml"
+    path.write_text('name = "broken"\nplatform = { os = "linux" \n')
+    with pytest.raises(ConfigError, match=r"broken\.toml: malformed TOML: .*line 2"):
+        config.load_target(str(path))
+
+
+def test_unknown_field_suggests_nearest(tmp_path: Path) -> None:
+    path = _target(tmp_path, "# extra\nprecison = 'fp32'\n")
+    with pytest.raises(ConfigError, match=r"field 'precison' is not a known field; did you mean 'precision'"):
+        config.load_target(str(path))
+
+
+def test_bad_choice_lists_allowed_values(tmp_path: Path) -> None:
+    text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
+    path = tmp_path / "desktop-fp32.toml"
+    path.write_text(text.replace('precision = "fp32"', 'precision = "fp8"'))
+    with pytest.raises(ConfigError, match=r"field 'precision' is 'fp8'; .*valid: fp16, fp32, int4, int8, mixed"):
+        config.load_target(str(path))
+
+
+def test_unknown_pass_and_option(tmp_path: Path) -> None:
+    text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
+    path = tmp_path / "desktop-fp32.toml"
+    path.write_text(text.replace('{ pass = "fuse" }', '{ pass = "fusee" }'))
+    with pytest.raises(ConfigError, match=r"unknown pass 'fusee'; did you mean 'fuse'"):
+        config.load_target(str(path))
+    path.write_text(text.replace('{ pass = "fold-constants" }', '{ pass = "fold-constants", max_constant_mbb = 3 }'))
+    with pytest.raises(ConfigError, match=r"unknown option 'max_constant_mbb'"):
+        config.load_target(str(path))
+
+
+def test_pass_order_is_checked(tmp_path: Path) -> None:
+    text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
+    path = tmp_path / "desktop-fp32.toml"
+    path.write_text(text.replace('{ pass = "fold-constants" },\n  { pass = "fuse" },',
+                                 '{ pass = "fuse" },\n  { pass = "fold-constants" },'))
+    with pytest.raises(ConfigError, match=r"'fold-constants' must come before 'fuse'"):
+        config.load_target(str(path))
+
+
+def test_option_type_is_checked(tmp_path: Path) -> None:
+    text = config.TARGETS_DIR.joinpath("desktop-int8.toml").read_text()
+    path = tmp_path / "desktop-int8.toml"
+    path.write_text(text.replace('{ pass = "quantize-dynamic-int8", per_channel = true, mixed',
+                                 '{ pass = "quantize-dynamic-int8", per_channel = "yes", mixed'))
+    with pytest.raises(ConfigError, match=r"option 'per_channel' must be true or false, got 'yes'"):
+        config.load_target(str(path))
+
+
+def test_name_must_match_file(tmp_path: Path) -> None:
+    path = tmp_path / "other.toml"
+    path.write_text(config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text())
+    with pytest.raises(ConfigError, match=r"field 'name' is 'desktop-fp32' but the file is other\.toml"):
+        config.load_target(str(path))
+
+
+def test_recipe_missing_source_and_bad_metric(tmp_path: Path) -> None:
+    text = config.MODELS_DIR.joinpath("digits-cnn.toml").read_text()
+    path = tmp_path / "digits-cnn.toml"
+    path.write_text(text.replace('kind = "top1_accuracy"', 'kind = "top1"'))
+    with pytest.raises(ConfigError, match=r"field 'metric.kind' is 'top1'; did you mean 'top1_accuracy'"):
+        config.load_recipe(str(path))
+    path.write_text(text.replace('torch = "models.digits_cnn:build"', ''))
+    with pytest.raises(ConfigError, match=r"field 'source' needs exactly one of"):
+        config.load_recipe(str(path))
