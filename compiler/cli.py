@@ -8,6 +8,7 @@ commands so that `edgebuild targets` and an up-to-date `edgebuild build` stay fa
 from __future__ import annotations
 
 import json
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import click
 
 from compiler import config
 from compiler.errors import UserError
+from compiler.pipeline import ARTIFACTS
 from compiler.progress import console, step
 
 
@@ -32,6 +34,8 @@ class _Group(click.Group):
 @click.version_option(package_name="edgebuild")
 def main() -> None:
     """edgebuild: build a model for a hardware target into a verified, cached artifact."""
+    # Some libraries (ORT's quantizers) call logging.basicConfig(INFO) on import; claim it first.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _onnx_recipe(path: Path) -> config.ModelRecipe:
@@ -53,15 +57,19 @@ def _onnx_recipe(path: Path) -> config.ModelRecipe:
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Build this ONNX file instead of a recipe.")
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the stage cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON on stdout.")
-def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_json: bool) -> None:
+@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True,
+              help="Where builds (<model>/<target>/) and the cache (cache/) go.")
+def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_json: bool, artifacts: Path) -> None:
     """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify."""
     from compiler.cache import Cache
     from compiler.pipeline import build as run_build
+    from compiler.pipeline import output_dir
 
     spec = config.load_target(target, check_passes=False)  # checked by build() unless up to date
     recipe = _onnx_recipe(onnx_path) if onnx_path else config.load_recipe(model)
     command = "edgebuild " + shlex.join(sys.argv[1:])
-    outcome = run_build(recipe, spec, Cache(enabled=not no_cache), command=command)
+    outcome = run_build(recipe, spec, Cache(artifacts / "cache", enabled=not no_cache),
+                        out_dir=output_dir(recipe, spec, artifacts), command=command)
     record = outcome.record
     if outcome.up_to_date:
         step(f"{recipe.name} -> {spec.name}: up to date")
@@ -143,11 +151,12 @@ def cache() -> None:
 
 
 @cache.command("info")
-def cache_info() -> None:
+@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
+def cache_info(artifacts: Path) -> None:
     """Entries and size per stage."""
     from compiler.cache import Cache
 
-    stages = Cache().info()
+    stages = Cache(artifacts / "cache").info()
     if not stages:
         click.echo("cache is empty")
     for stage, info in stages.items():
@@ -155,11 +164,12 @@ def cache_info() -> None:
 
 
 @cache.command("clear")
-def cache_clear() -> None:
+@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
+def cache_clear(artifacts: Path) -> None:
     """Remove every cache entry."""
     from compiler.cache import Cache
 
-    click.echo(f"freed {Cache().clear() / 1e6:.1f} MB")
+    click.echo(f"freed {Cache(artifacts / 'cache').clear() / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

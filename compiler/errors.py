@@ -42,6 +42,6 @@ class BudgetError(UserError):
 def did_you_mean(name: str, valid: Iterable[str]) -> str:
     """A hint naming the closest valid name, plus the full list, for an unknown `name`."""
     valid = sorted(valid)
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5) or [v for v in valid if v.startswith(name)][:1]
     hint = f"did you mean '{close[0]}'? " if close else ""
     return f"{hint}valid: {', '.join(valid) if valid else '(none)'}"

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from compiler import __version__
-from compiler.cache import Cache, canonical_json, sha256_bytes, sha256_file, sha256_tree, stage_key, tool_versions
+from compiler.cache import (
+    Cache,
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    sha256_tree,
+    stage_key,
+    tool_versions,
+)
 from compiler.config import ROOT, ModelRecipe, TargetSpec
 from compiler.progress import step
 
@@ -37,8 +45,8 @@ class BuildOutcome:
     warnings: list[str]
 
 
-def output_dir(recipe: ModelRecipe, target: TargetSpec) -> Path:
-    return ARTIFACTS / recipe.name / target.name
+def output_dir(recipe: ModelRecipe, target: TargetSpec, artifacts: Path = ARTIFACTS) -> Path:
+    return artifacts / recipe.name / target.name
 
 
 def source_files(recipe: ModelRecipe) -> list[Path]:

@@ -36,8 +36,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
         axis.bar_label(bars, fmt="%.3g", fontsize=7)
         axis.set_title(title, fontsize=10)
         axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-    low = min(series[2][1])
-    axes[2].set_ylim(min(low, 1.0) - (0.02 if low > 0.9 else 0.1 * abs(low) + 1), None)
+    low = min(series[2][1])  # zoom the fidelity axis: the differences that matter are small
+    axes[2].set_ylim(low - 0.02 if low <= 1.0 else max(0.0, low - 5.0), None)
     figure.suptitle(f"{record['model']['name']} -> {record['target']['name']}", fontsize=11)
     figure.tight_layout()
     figure.savefig(path, dpi=90, metadata={"Software": None})

@@ -11,7 +11,7 @@ some nodes left in FP32, the names of the nodes it quantized, and the first quan
    budget (and reaches `target_fidelity`, when one is set) nothing else happens;
 2. measures each candidate's sensitivity honestly, with the real metric: quantize everything but
    that candidate, evaluate, and record the fidelity gained. One quantize + evaluate per
-   candidate, so the number of candidates is capped (`max_evaluations`): beyond it, nodes that
+   candidate, so the number of candidates is capped (`search_evaluations`): beyond it, nodes that
    read the same activation are measured together (they share its quantization error and its
    DynamicQuantizeLinear), then neighbouring groups in graph order are merged;
 3. excludes the most sensitive candidates one at a time, re-evaluating after each, keeping an
@@ -50,8 +50,13 @@ class SearchSettings:
     """The mixed-precision options of a quantize pass's Config."""
 
     max_excluded: int = 8  # at most this many nodes stay in FP32
-    max_evaluations: int = 48  # at most this many sensitivity measurements
+    search_evaluations: int = 48  # at most this many sensitivity measurements
     target_fidelity: float | None = None  # keep searching until fidelity reaches this
+
+    def __post_init__(self) -> None:
+        for option in ("max_excluded", "search_evaluations"):
+            if getattr(self, option) < 1:
+                raise PassError(f"option {option} = {getattr(self, option)} must be at least 1")
 
 
 @dataclass
@@ -110,7 +115,7 @@ def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onn
                       "seconds": round(time.perf_counter() - started, 2)})
         return SearchOutcome(quantized, stats)
 
-    units, granularity = _units(model, candidates, settings.max_evaluations)
+    units, granularity = _units(model, candidates, settings.search_evaluations)
     gains: list[tuple[float, tuple[str, ...]]] = []
     with progress_bar() as bar:
         task = bar.add_task("mixed precision: sensitivity", total=len(units))
@@ -122,12 +127,14 @@ def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onn
 
     best_model, best, excluded = quantized, first, ()
     rejected: list[str] = []
+    capped = 0  # helpful candidates left out because of max_excluded
     with progress_bar() as bar:
         task = bar.add_task("mixed precision: excluding", total=settings.max_excluded)
         for unit in ranked:
             if _satisfied(best, settings):
                 break
             if len(excluded) + len(unit) > settings.max_excluded:
+                capped += 1
                 continue
             trial = quantize(excluded + unit)
             fidelity = ctx.evaluate(trial)
@@ -154,9 +161,10 @@ def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onn
         "seconds": round(time.perf_counter() - started, 2),
     })
     if not met:
+        advice = (f"raise max_excluded ({capped} more candidates could help)" if capped
+                  else "no other exclusion helped")
         stats["message"] = (f"budget not met with {len(excluded)} of at most {settings.max_excluded} nodes "
-                            f"left in FP32 (best: {best.summary}); raise max_excluded, or use a "
-                            "higher-precision target")
+                            f"left in FP32 (best: {best.summary}); {advice}, or use a higher-precision target")
     return SearchOutcome(best_model, stats)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
+import hashlib
+import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,9 +15,10 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from compiler.errors import ConfigError, PassError, did_you_mean
+from models import digits_cnn
 from passes.base import TorchPass, TorchPassContext
 
-# Ops a channel passes through unchanged (elementwise, or per channel like Dropout2d).
+# Ops a channel passes through unchanged: elementwise, or per channel like Dropout2d.
 _CHANNELWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
                         nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Dropout, nn.Dropout2d, nn.Identity)
 _CHANNELWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
@@ -25,10 +27,6 @@ _CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
 # Per-channel spatial ops: valid on the 4-D tensor only, before it is flattened.
 _SPATIAL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 _SPATIAL_FUNCTIONS = {F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d}
-_FINE_TUNE_BATCH = 64
-_FINE_TUNE_SEED = 0
-# Fixed so that fine-tuning is bit-reproducible whatever the build machine's core count.
-_FINE_TUNE_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -47,11 +45,11 @@ class PruneChannels(TorchPass):
 
     What it does: traces the module with torch.fx and follows each Conv2d's output through
     BatchNorm2d, activations, pooling and dropout to the next Conv2d, or through Flatten to a Linear.
-    It keeps the `1 - ratio` channels (at least `min_channels`) with the largest filter L1 norm (after
-    folding in a directly following BatchNorm's scale, which rescales channels) and rebuilds the
-    conv, those BatchNorms and the consumer's inputs (a Linear loses the H*W features of each removed
-    channel) with the kept slices. Then, if the recipe has training data, it fine-tunes the whole
-    pruned model for `fine_tune_epochs` (Adam, cosine LR, cross-entropy on integer labels, seeded).
+    It keeps the `1 - ratio` channels (at least `min_channels`) with the largest filter L1 norm (times
+    the scale of a BatchNorm right after the conv, which rescales channels) and rebuilds the conv,
+    the BatchNorms and the consumer's inputs (a Linear loses the H*W features of each removed channel).
+    With training data it then fine-tunes the whole model with `models.digits_cnn.fine_tune` (Adam,
+    one-cycle LR, cross-entropy, seeded; that file is part of this pass's digest).
 
     Needs: example inputs; training data optionally (without it the pruned model is returned
     un-fine-tuned and stats say so, so `needs` is empty); evaluation data optionally, for the
@@ -67,27 +65,32 @@ class PruneChannels(TorchPass):
 
     name: ClassVar[str] = "prune-channels"
 
+    @classmethod
+    def fingerprint(cls) -> str:
+        """Also digests the file holding the shared `fine_tune` loop, which shapes this pass's output."""
+        digest = hashlib.sha256(super().fingerprint().encode())
+        digest.update(Path(inspect.getfile(digits_cnn)).read_bytes())
+        return digest.hexdigest()
+
     @dataclass(frozen=True)
     class Config:
         ratio: float = 0.5  # fraction of each layer's output channels removed
-        fine_tune_epochs: int = 10
-        lr: float = 1e-3
+        fine_tune_epochs: int = 20
+        lr: float = 3e-3
         min_channels: int = 8  # never prune a layer below this many channels
         layers: tuple[str, ...] | None = None  # Conv2d names to prune (qualified); None: all
 
         def __post_init__(self) -> None:
-            if not 0.0 <= self.ratio < 1.0:
-                raise ConfigError(f"prune-channels: option 'ratio' must be in [0, 1), got {self.ratio}")
-            if self.fine_tune_epochs < 0 or self.lr <= 0 or self.min_channels < 1:
-                raise ConfigError("prune-channels: options 'fine_tune_epochs' >= 0, 'lr' > 0 and "
-                                  f"'min_channels' >= 1 required, got {self}")
+            if not (0 <= self.ratio < 1 and self.fine_tune_epochs >= 0 and self.lr > 0 and self.min_channels > 0):
+                raise ConfigError("prune-channels: options need 0 <= ratio < 1, fine_tune_epochs >= 0, lr > 0 "
+                                  f"and min_channels >= 1; got {self}")
 
     def run(self, module: Any, ctx: TorchPassContext) -> tuple[Any, dict[str, Any]]:
         pruned = copy.deepcopy(module).eval()  # everything below works on the copy
         examples = tuple(torch.as_tensor(x) for x in ctx.example_inputs)
         with torch.no_grad():
             shapes_before = _shapes(pruned(*examples)) if examples else None
-        stats: dict[str, Any] = {"parameters_before": _count(pruned)}
+        stats: dict[str, Any] = {"parameters_before": sum(p.numel() for p in pruned.parameters())}
         if ctx.eval_data is not None:
             stats["accuracy_before"] = _accuracy(pruned, *ctx.eval_data)
 
@@ -96,7 +99,7 @@ class PruneChannels(TorchPass):
             raise PassError(f"found no Conv2d layer whose channels can be removed (skipped: {skipped})")
         stats["layers"] = _apply(pruned, groups, self.config.ratio, self.config.min_channels)
         stats["skipped"] = skipped
-        stats["parameters_after"] = _count(pruned)
+        stats["parameters_after"] = sum(p.numel() for p in pruned.parameters())
         with torch.no_grad():
             shapes_after = _shapes(pruned(*examples)) if examples else None
         if shapes_after != shapes_before:
@@ -107,12 +110,13 @@ class PruneChannels(TorchPass):
 
         stats["fine_tuned"] = ctx.train_data is not None and self.config.fine_tune_epochs > 0
         if stats["fine_tuned"]:
-            _fine_tune(pruned, *ctx.train_data, self.config.fine_tune_epochs, self.config.lr)
+            digits_cnn.fine_tune(pruned, *ctx.train_data, epochs=self.config.fine_tune_epochs,
+                                 lr=self.config.lr, seed=0)
             if ctx.eval_data is not None:
                 stats["accuracy_fine_tuned"] = _accuracy(pruned, *ctx.eval_data)
         else:
-            stats["note"] = ("not fine-tuned: the recipe has no training data" if ctx.train_data is None
-                             else "not fine-tuned: fine_tune_epochs = 0")
+            stats["note"] = "not fine-tuned: " + ("no training data" if ctx.train_data is None
+                                                  else "fine_tune_epochs = 0")
         return pruned.eval(), stats
 
 
@@ -132,12 +136,11 @@ def _plan(module: nn.Module, selected: tuple[str, ...] | None) -> tuple[list[_Gr
         convs = [n for n in convs if n.target in selected]
     groups, skipped = [], {}
     for node in convs:
-        if sum(n.target == node.target for n in calls) > 1:
-            raise PassError(f"layer '{node.target}' is called more than once in forward(); shared layers "
-                            "cannot be pruned (leave it out with `layers`)")
-        if module.get_submodule(node.target).groups != 1:
-            raise PassError(f"layer '{node.target}' is a grouped convolution, which prune-channels cannot "
-                            "shrink; leave it out with `layers`")
+        shared = sum(n.target == node.target for n in calls) > 1
+        if shared or module.get_submodule(node.target).groups != 1:
+            what = "is called more than once in forward()" if shared else "is a grouped convolution"
+            raise PassError(f"layer '{node.target}' {what}, which prune-channels cannot shrink; "
+                            "leave it out with `layers`")
         group = _follow(module, node)
         if isinstance(group, str):
             skipped[node.target] = group
@@ -179,9 +182,10 @@ def _follow(module: nn.Module, conv: fx.Node) -> _Group | str:
             return _Group(conv.target, tuple(norms), scale_norm, user.target, target.in_features // channels)
         elif _flatten_start(user, target) == 1 and not flattened:
             flattened = True
-        elif not (_is_channelwise(user, target) or (not flattened and _is_spatial(user, target))):
-            raise PassError(f"layer '{conv.target}': its output reaches '{user.name}' ({_describe(target)}), "
-                            "which prune-channels cannot follow; leave the layer out with `layers`")
+        elif not _keeps_channels(user, target, flattened):
+            kind = getattr(type(target) if isinstance(target, nn.Module) else target, "__name__", target)
+            raise PassError(f"layer '{conv.target}': its output reaches '{user.name}' ({kind}), which "
+                            "prune-channels cannot follow; leave the layer out with `layers`")
         node = user
 
 
@@ -191,17 +195,14 @@ def _other_inputs(node: fx.Node) -> list[fx.Node]:
     return found
 
 
-def _is_channelwise(node: fx.Node, target: Any) -> bool:
+def _keeps_channels(node: fx.Node, target: Any, flattened: bool) -> bool:
+    """Whether channel c of the op's input is channel c of its output (pooling: 4-D tensors only)."""
+    modules = _CHANNELWISE_MODULES + (() if flattened else _SPATIAL_MODULES)
+    functions = _CHANNELWISE_FUNCTIONS | (set() if flattened else _SPATIAL_FUNCTIONS)
     if node.op == "call_module":
-        return isinstance(target, _CHANNELWISE_MODULES)
-    return (node.op == "call_function" and target in _CHANNELWISE_FUNCTIONS) or (
+        return isinstance(target, modules)
+    return (node.op == "call_function" and target in functions) or (
         node.op == "call_method" and target in _CHANNELWISE_METHODS)
-
-
-def _is_spatial(node: fx.Node, target: Any) -> bool:
-    if node.op == "call_module":
-        return isinstance(target, _SPATIAL_MODULES)
-    return node.op == "call_function" and target in _SPATIAL_FUNCTIONS
 
 
 def _flatten_start(node: fx.Node, target: Any) -> int | None:
@@ -214,12 +215,6 @@ def _flatten_start(node: fx.Node, target: Any) -> int | None:
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
         return start if end == -1 else None
     return None
-
-
-def _describe(target: Any) -> str:
-    if isinstance(target, nn.Module):
-        return type(target).__name__
-    return getattr(target, "__name__", str(target))
 
 
 def _apply(module: nn.Module, groups: list[_Group], ratio: float,
@@ -294,58 +289,9 @@ def _replace(module: nn.Module, name: str, new: nn.Module) -> None:
     setattr(module.get_submodule(parent) if parent else module, attribute, new)
 
 
-def _count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def _shapes(output: Any) -> Any:
-    if isinstance(output, torch.Tensor):
-        return tuple(output.shape)
-    if isinstance(output, list | tuple):
-        return tuple(_shapes(item) for item in output)
-    if isinstance(output, dict):
-        return {key: _shapes(value) for key, value in output.items()}
-    return None
+    return fx.node.map_aggregate(output, lambda t: tuple(t.shape) if isinstance(t, torch.Tensor) else None)
 
 
 def _accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy in percent (module switched to eval mode)."""
-    module.eval()
-    with torch.no_grad():
-        predictions = module(torch.as_tensor(x)).argmax(dim=1).numpy()
-    return round(float((predictions == np.asarray(y)).mean() * 100.0), 4)
-
-
-@contextmanager
-def _reproducible() -> Iterator[None]:
-    """Seeded, deterministic, fixed-thread torch; the caller's RNG and settings are restored after."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_FINE_TUNE_SEED)
-        torch.set_num_threads(_FINE_TUNE_THREADS)
-        torch.use_deterministic_algorithms(True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
-            torch.set_num_threads(threads)
-
-
-def _fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float) -> None:
-    """Train the pruned classifier in place (kept here, not shared, so this file's digest covers it)."""
-    inputs, labels = torch.as_tensor(x), torch.as_tensor(y)
-    steps = epochs * -(-len(inputs) // _FINE_TUNE_BATCH)
-    with _reproducible():
-        generator = torch.Generator().manual_seed(_FINE_TUNE_SEED)
-        optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-        module.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(inputs), generator=generator)
-            for start in range(0, len(inputs), _FINE_TUNE_BATCH):
-                batch = order[start:start + _FINE_TUNE_BATCH]
-                optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(module(inputs[batch]), labels[batch]).backward()
-                optimizer.step()
-                schedule.step()
-    module.eval()
+    return round(digits_cnn.accuracy(module, x, y), 4)

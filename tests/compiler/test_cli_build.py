@@ -1,0 +1,105 @@
+"""End to end through the CLI: digits-cnn for desktop-int8, cache behaviour, concurrent builds.
+
+One artifacts directory is shared by the module so the digits model trains once (import stage
+cache); each test then checks one behaviour of a real build.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compiler import config
+from compiler.cli import main
+
+
+def run_cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("artifacts")
+
+
+@pytest.fixture(scope="module")
+def int8_build(artifacts: Path) -> dict:
+    code, output = run_cli("build", "-t", "desktop-int8", "-m", "digits-cnn", "--artifacts", str(artifacts))
+    assert code == 0, output
+    return json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
+
+
+def test_digits_int8_meets_its_budget_and_is_quantized(int8_build: dict, artifacts: Path) -> None:
+    out = artifacts / "digits-cnn" / "desktop-int8"
+    assert {"digits-cnn.onnx", "report.json", "report.md", "report.png"} <= {p.name for p in out.iterdir()}
+    fidelity = int8_build["metrics"]["fidelity"]
+    assert fidelity["within_budget"] and fidelity["detail"]["accuracy_drop"] <= 0.5
+    assert [s["stage"] for s in int8_build["stages"]] == [
+        "import", "fold-constants", "fuse", "quantize-static-int8", "compile (onnxruntime)"]
+    assert int8_build["metrics"]["size_ratio"] < 0.5  # int8 weights
+    record_files = {f["name"]: f for f in int8_build["files"]}
+    assert record_files["digits-cnn.onnx"]["bytes"] == (out / "digits-cnn.onnx").stat().st_size
+    assert "| quantize-static-int8 |" in (out / "report.md").read_text()
+
+
+def test_identical_rebuild_is_up_to_date(int8_build: dict, artifacts: Path) -> None:
+    before = (artifacts / "digits-cnn" / "desktop-int8" / "report.json").stat().st_mtime_ns
+    started = time.perf_counter()
+    code, output = run_cli("build", "-t", "desktop-int8", "-m", "digits-cnn", "--artifacts", str(artifacts))
+    assert code == 0 and "up to date" in output
+    assert time.perf_counter() - started < 3
+    assert (artifacts / "digits-cnn" / "desktop-int8" / "report.json").stat().st_mtime_ns == before
+
+
+def test_option_change_reruns_from_that_pass(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
+    text = config.TARGETS_DIR.joinpath("desktop-int8.toml").read_text()
+    changed = text.replace('{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true }',
+                           '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true, '
+                           'calibration_samples = 64 }')
+    assert changed != text
+    target = tmp_path / "desktop-int8.toml"
+    target.write_text(changed)
+    code, output = run_cli("build", "-t", str(target), "-m", "digits-cnn", "--artifacts", str(artifacts))
+    assert code == 0, output
+    record = json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
+    cached = {s["stage"]: s["cached"] for s in record["stages"]}
+    assert cached == {"import": True, "fold-constants": True, "fuse": True, "quantize-static-int8": False,
+                      "compile (onnxruntime)": False}
+
+
+def test_two_concurrent_builds_do_not_corrupt_each_other(int8_build: dict, artifacts: Path) -> None:
+    env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
+    command = [sys.executable, "-m", "compiler.cli", "build", "-t", "desktop-fp32", "-m", "digits-cnn",
+               "--artifacts", str(artifacts)]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], results
+    out = artifacts / "digits-cnn" / "desktop-fp32"
+    record = json.loads((out / "report.json").read_text())
+    from compiler.cache import sha256_file
+
+    assert sha256_file(out / "digits-cnn.onnx") == record["files"][0]["sha256"]
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging debris
+
+
+def test_build_from_onnx_file(artifacts: Path, tmp_path: Path) -> None:
+    from tests.onnx_helpers import tiny_cnn
+
+    model, _ = tiny_cnn()
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(model.SerializeToString())
+    code, output = run_cli("build", "--onnx", str(path), "-t", "desktop-fp32", "--artifacts", str(artifacts))
+    assert code == 0, output
+    record = json.loads((artifacts / "tiny" / "desktop-fp32" / "report.json").read_text())
+    assert record["model"]["source"]["kind"] == "onnx"
+    assert record["inputs"][0]["name"] == "image"
+    assert record["metrics"]["fidelity"]["value"] > 0.999
