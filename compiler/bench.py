@@ -70,8 +70,12 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
         records[target_name] = outcome.record
         paths[target_name] = outcome.out_dir / outcome.record["artifact"]
         fidelity = outcome.record["metrics"]["fidelity"]
-        rows[target_name] = Row(target_name, size_bytes=outcome.record["metrics"]["size_bytes"],
-                                fidelity=fidelity["value"], fidelity_summary=fidelity["summary"])
+        rows[target_name] = Row(
+            target_name,
+            size_bytes=outcome.record["metrics"]["size_bytes"],
+            fidelity=fidelity["value"],
+            fidelity_summary=fidelity["summary"],
+        )
     if not records:
         raise UserError(f"bench {recipe.name}: no desktop target built; see the errors above")
     first = next(iter(records.values()))
@@ -82,8 +86,9 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
     dataset = load_dataset(recipe, tokenizer_dir=_tokenizer_dir(recipe))
     evaluate = Evaluator(recipe, dataset, load_reference(imported.parent / "reference.npz"))
     ort_fp32 = evaluate(imported)
-    rows["ort-fp32"] = Row("ORT FP32", size_bytes=imported.stat().st_size, fidelity=ort_fp32.value,
-                           fidelity_summary=ort_fp32.summary)
+    rows["ort-fp32"] = Row(
+        "ORT FP32", size_bytes=imported.stat().st_size, fidelity=ort_fp32.value, fidelity_summary=ort_fp32.summary
+    )
     paths["ort-fp32"] = imported
 
     if olive:
@@ -96,8 +101,12 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
             olive_path = auto_opt_int8(source, cache.scratch(), is_onnx=source.suffix == ".onnx")
             olive_fidelity = evaluate(olive_path)
             size = sum(p.stat().st_size for p in olive_path.parent.glob(olive_path.name + "*"))
-            rows["olive"] = Row("Olive auto-opt INT8", size_bytes=size, fidelity=olive_fidelity.value,
-                                fidelity_summary=olive_fidelity.summary)
+            rows["olive"] = Row(
+                "Olive auto-opt INT8",
+                size_bytes=size,
+                fidelity=olive_fidelity.value,
+                fidelity_summary=olive_fidelity.summary,
+            )
             paths["olive"] = olive_path
         except UserError as error:
             rows["olive"] = Row("Olive auto-opt INT8", note=f"not measured: {error}")
@@ -108,8 +117,12 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
     names = [spec.name for spec in recipe.inputs]
     bench_inputs = tuple(torch.from_numpy(dataset.bench[n]) for n in names)
     torch_params = sum(t.numel() * t.element_size() for t in module.state_dict().values())
-    rows["torch"] = Row("PyTorch eager FP32", size_bytes=torch_params, fidelity=_reference_value(ort_fp32),
-                        fidelity_summary="the reference")
+    rows["torch"] = Row(
+        "PyTorch eager FP32",
+        size_bytes=torch_params,
+        fidelity=_reference_value(ort_fp32),
+        fidelity_summary="the reference",
+    )
 
     def torch_run() -> object:
         with torch.inference_mode():
@@ -118,7 +131,9 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
     runners = {"torch": torch_run}
     runners.update({key: ort_runner(session(path, threads=THREADS), dataset.bench) for key, path in paths.items()})
     try:
-        seconds = measure_latency(runners, repeats=repeats, label=f"{recipe.name}: timing {len(runners)} configurations")
+        seconds = measure_latency(
+            runners, repeats=repeats, label=f"{recipe.name}: timing {len(runners)} configurations"
+        )
     finally:
         if olive:
             cache.close()
@@ -145,18 +160,27 @@ def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{model}: batch shape {shape}, {THREADS} thread, interleaved medians (one run)")
-    for column in ("configuration", "latency vs ORT FP32", "speed-up vs PyTorch", "size (MB)", "size vs ORT FP32",
-                   "fidelity", "note"):
+    for column in (
+        "configuration",
+        "latency vs ORT FP32",
+        "speed-up vs PyTorch",
+        "size (MB)",
+        "size vs ORT FP32",
+        "fidelity",
+        "note",
+    ):
         table.add_column(column, justify="left" if column in ("configuration", "note", "fidelity") else "right")
     fp32_size = next(r.size_bytes for r in rows if r.name == "ORT FP32") or 1
     for row in rows:
-        table.add_row(row.name,
-                      f"{row.ratio_vs_ort:.2f}x" if row.ratio_vs_ort else "-",
-                      f"{row.speedup_vs_torch:.2f}x" if row.speedup_vs_torch else "-",
-                      f"{row.size_bytes / 1e6:.1f}" if row.size_bytes else "-",
-                      f"{100 * row.size_bytes / fp32_size:.0f}%" if row.size_bytes else "-",
-                      row.fidelity_summary.split(";")[0] if row.fidelity_summary else "-",
-                      row.note)
+        table.add_row(
+            row.name,
+            f"{row.ratio_vs_ort:.2f}x" if row.ratio_vs_ort else "-",
+            f"{row.speedup_vs_torch:.2f}x" if row.speedup_vs_torch else "-",
+            f"{row.size_bytes / 1e6:.1f}" if row.size_bytes else "-",
+            f"{100 * row.size_bytes / fp32_size:.0f}%" if row.size_bytes else "-",
+            row.fidelity_summary.split(";")[0] if row.fidelity_summary else "-",
+            row.note,
+        )
     console.print(table)
 
 
@@ -168,4 +192,6 @@ def run_bench(models: list[str], repeats: int = 50, olive: bool = True, json_pat
         print_table(name, rows, recipe.bench)
         results[name] = {"bench_shape": recipe.bench, "threads": THREADS, "rows": [asdict(r) for r in rows]}
     if json_path is not None:
-        json_path.write_text(json.dumps(results, indent=2, default=lambda v: float(v) if isinstance(v, np.floating) else v))
+        json_path.write_text(
+            json.dumps(results, indent=2, default=lambda v: float(v) if isinstance(v, np.floating) else v)
+        )

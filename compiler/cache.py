@@ -46,8 +46,15 @@ def sha256_tree(paths: Iterable[Path]) -> str:
         if not path.exists():  # a missing input is reported by the stage that needs it
             digest.update(f"missing:{path}".encode())
             continue
-        files = sorted(p for p in path.rglob("*") if p.is_file() and "__pycache__" not in p.parts
-                       and not p.name.startswith(".")) if path.is_dir() else [path]
+        files = (
+            sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file() and "__pycache__" not in p.parts and not p.name.startswith(".")
+            )
+            if path.is_dir()
+            else [path]
+        )
         for file in files:
             name = file.relative_to(path).as_posix() if path.is_dir() else file.name
             digest.update(name.encode() + b"\0" + sha256_file(file).encode() + b"\0")
@@ -70,8 +77,9 @@ def canonical_json(value: Any) -> str:
 
 def stage_key(stage: str, *, inputs: dict[str, str], config: Any, code: str, tools: dict[str, str]) -> str:
     """The full sha256 cache key of one stage run."""
-    return sha256_bytes(canonical_json(
-        {"stage": stage, "inputs": inputs, "config": config, "code": code, "tools": tools}).encode())
+    return sha256_bytes(
+        canonical_json({"stage": stage, "inputs": inputs, "config": config, "code": code, "tools": tools}).encode()
+    )
 
 
 @dataclass(frozen=True)

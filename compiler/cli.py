@@ -45,20 +45,36 @@ def _onnx_recipe(path: Path) -> config.ModelRecipe:
     model = load_onnx(path)
     family = "cnn" if any(n.op_type == "Conv" for n in model.graph.node) else "generic"
     return config.ModelRecipe(
-        name=path.stem, version="0.0.0", description=f"ONNX file {path}", path=None, family=family,
-        source_kind="onnx", source=str(path.resolve()), inputs=signature(model, str(path)),
-        outputs=signature(model, str(path), outputs=True), data={},
-        metric={"kind": "output_cosine", "min_mean": 0.99}, bench={})
+        name=path.stem,
+        version="0.0.0",
+        description=f"ONNX file {path}",
+        path=None,
+        family=family,
+        source_kind="onnx",
+        source=str(path.resolve()),
+        inputs=signature(model, str(path)),
+        outputs=signature(model, str(path), outputs=True),
+        data={},
+        metric={"kind": "output_cosine", "min_mean": 0.99},
+        bench={},
+    )
 
 
 @main.command()
 @click.option("-t", "--target", required=True, help="Target name (see `edgebuild targets`) or a .toml path.")
-@click.option("-m", "--model", default="minilm", show_default=True, help="Recipe name (see `edgebuild models`) or a .toml path.")
+@click.option(
+    "-m", "--model", default="minilm", show_default=True, help="Recipe name (see `edgebuild models`) or a .toml path."
+)
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Build this ONNX file instead of a recipe.")
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the stage cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON on stdout.")
-@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True,
-              help="Where builds (<model>/<target>/) and the cache (cache/) go.")
+@click.option(
+    "--artifacts",
+    type=click.Path(path_type=Path),
+    default=ARTIFACTS,
+    show_default=True,
+    help="Where builds (<model>/<target>/) and the cache (cache/) go.",
+)
 def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_json: bool, artifacts: Path) -> None:
     """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify."""
     from compiler.cache import Cache
@@ -68,8 +84,13 @@ def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_js
     spec = config.load_target(target, check_passes=False)  # checked by build() unless up to date
     recipe = _onnx_recipe(onnx_path) if onnx_path else config.load_recipe(model)
     command = "edgebuild " + shlex.join(sys.argv[1:])
-    outcome = run_build(recipe, spec, Cache(artifacts / "cache", enabled=not no_cache),
-                        out_dir=output_dir(recipe, spec, artifacts), command=command)
+    outcome = run_build(
+        recipe,
+        spec,
+        Cache(artifacts / "cache", enabled=not no_cache),
+        out_dir=output_dir(recipe, spec, artifacts),
+        command=command,
+    )
     record = outcome.record
     if outcome.up_to_date:
         step(f"{recipe.name} -> {spec.name}: up to date")
@@ -77,8 +98,10 @@ def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_js
         console.print(f"[yellow]warning:[/] {warning}")
     metrics = record["metrics"]
     step(f"fidelity: {metrics['fidelity']['summary']}")
-    step(f"size: {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32); "
-         f"latency {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on this host")
+    step(
+        f"size: {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32); "
+        f"latency {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on this host"
+    )
     step(f"artifact: {outcome.out_dir / record['artifact']}")
     step(f"report:   {outcome.out_dir / 'report.md'} (record: report.json, plot: report.png)")
     if as_json:
@@ -118,9 +141,17 @@ def list_passes() -> None:
         hints = typing.get_type_hints(pass_class.Config)
         for field in dataclasses.fields(pass_class.Config):
             default = field.default if field.default is not dataclasses.MISSING else "(required)"
-            kind = getattr(hints[field.name], "__name__", None) or str(hints[field.name]).replace("typing.", "")
+            kind = _describe_type(hints[field.name])
             click.echo(f"    option {field.name}: {kind} = {default!r}")
         click.echo("")
+
+
+def _describe_type(hint: object) -> str:
+    import typing
+
+    if typing.get_origin(hint) is typing.Literal:
+        return " | ".join(repr(choice) for choice in typing.get_args(hint))
+    return getattr(hint, "__name__", None) if typing.get_origin(hint) is None else str(hint).replace("typing.", "")
 
 
 @main.command()
@@ -141,8 +172,9 @@ def bench(models_: tuple[str, ...], repeats: int, no_olive: bool, json_path: Pat
     """Benchmark every desktop target side by side against PyTorch eager and ORT FP32."""
     from compiler.bench import run_bench
 
-    run_bench(list(models_) or config.available(config.MODELS_DIR), repeats=repeats, olive=not no_olive,
-              json_path=json_path)
+    run_bench(
+        list(models_) or config.available(config.MODELS_DIR), repeats=repeats, olive=not no_olive, json_path=json_path
+    )
 
 
 @main.group()

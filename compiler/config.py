@@ -147,8 +147,9 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     """
     path = _resolve(name_or_path, TARGETS_DIR, "target")
     top = _Table(_read_toml(path), path)
-    top.reject_unknown(("name", "description", "preset", "platform", "runtime", "precision", "passes",
-                        "tune", "verify", "package"))
+    top.reject_unknown(
+        ("name", "description", "preset", "platform", "runtime", "precision", "passes", "tune", "verify", "package")
+    )
     name = top.get("name", str)
     if name != path.stem:
         raise ConfigError(f"{path}: field 'name' is {name!r} but the file is {path.name}; make them agree")
@@ -168,8 +169,10 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     raw_passes = top.get("passes", (list, dict), default=[])
     by_family = raw_passes if isinstance(raw_passes, dict) else {"default": raw_passes}
     if "default" not in by_family:
-        raise ConfigError(f"{path}: field 'passes' as a table needs a 'default' list "
-                          f"(used for families not named: {', '.join(FAMILIES)})")
+        raise ConfigError(
+            f"{path}: field 'passes' as a table needs a 'default' list "
+            f"(used for families not named: {', '.join(FAMILIES)})"
+        )
     passes: dict[str, tuple[PassSpec, ...]] = {}
     for family, entries in by_family.items():
         where = f"{path}: passes.{family}" if isinstance(raw_passes, dict) else f"{path}: passes"
@@ -200,7 +203,7 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
 
 def _pass_specs(entries: Any, where: str) -> tuple[PassSpec, ...]:
     if not isinstance(entries, list):
-        raise ConfigError(f"{where} must be a list of tables like {{ pass = \"fold-constants\" }}")
+        raise ConfigError(f'{where} must be a list of tables like {{ pass = "fold-constants" }}')
     specs = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict) or not isinstance(entry.get("pass"), str):
@@ -222,15 +225,16 @@ def _tensor_specs(top: _Table, key: str, required: bool) -> tuple[TensorSpec, ..
     specs = []
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
-            raise ConfigError(f"{top.path}: field '{key}[{index}]' must be a table like "
-                              "{ name = \"x\", dtype = \"float32\", shape = [\"batch\", 3] }")
+            raise ConfigError(
+                f"{top.path}: field '{key}[{index}]' must be a table like "
+                '{ name = "x", dtype = "float32", shape = ["batch", 3] }'
+            )
         table = _Table(entry, top.path, f"{key}[{index}].")
         table.reject_unknown(("name", "dtype", "shape"))
         shape = table.get("shape", list, default=[])
         for dim in shape:
             if not isinstance(dim, int | str) or isinstance(dim, bool):
-                raise ConfigError(f"{top.path}: field '{key}[{index}].shape' has {dim!r}; "
-                                  "use integers or axis names")
+                raise ConfigError(f"{top.path}: field '{key}[{index}].shape' has {dim!r}; use integers or axis names")
         specs.append(TensorSpec(table.get("name", str), table.get("dtype", str, choices=DTYPES), tuple(shape)))
     return tuple(specs)
 
@@ -239,8 +243,9 @@ def load_recipe(name_or_path: str) -> ModelRecipe:
     """Load and validate models/<name>.toml (or an explicit .toml path)."""
     path = _resolve(name_or_path, MODELS_DIR, "model")
     top = _Table(_read_toml(path), path)
-    top.reject_unknown(("name", "version", "description", "family", "source", "inputs", "outputs", "data",
-                        "metric", "bench"))
+    top.reject_unknown(
+        ("name", "version", "description", "family", "source", "inputs", "outputs", "data", "metric", "bench")
+    )
     source = top.table("source", required=True)
     kinds = ("torch", "huggingface_dir", "huggingface_package", "onnx")
     source.reject_unknown(kinds)

@@ -23,8 +23,15 @@ from compiler.errors import ConfigError, DataError
 
 Feeds = dict[str, np.ndarray]
 DEFAULT_DIM = 16  # stand-in for a dynamic axis that the recipe gives no value for
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-                "uint8": np.uint8, "int8": np.int8, "bool": np.bool_}
+NUMPY_DTYPES = {
+    "float32": np.float32,
+    "float16": np.float16,
+    "int64": np.int64,
+    "int32": np.int32,
+    "uint8": np.uint8,
+    "int8": np.int8,
+    "bool": np.bool_,
+}
 
 
 @dataclass
@@ -76,8 +83,9 @@ def _data_path(recipe: ModelRecipe) -> Path:
     return (recipe.path.parent / recipe.data["representative"]).resolve()
 
 
-def load_dataset(recipe: ModelRecipe, tokenizer_dir: Path | None = None,
-                 signature: tuple[TensorSpec, ...] | None = None) -> Dataset:
+def load_dataset(
+    recipe: ModelRecipe, tokenizer_dir: Path | None = None, signature: tuple[TensorSpec, ...] | None = None
+) -> Dataset:
     """Build the recipe's dataset (see module docstring)."""
     if "representative" in recipe.data:
         return _text_dataset(recipe, tokenizer_dir)
@@ -93,8 +101,10 @@ def _text_dataset(recipe: ModelRecipe, tokenizer_dir: Path | None) -> Dataset:
         raise DataError(f"{where}: file {path} does not exist; point it at a text file, one sample per line")
     lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(lines) < 2:
-        raise DataError(f"{where}: {path} has {len(lines)} non-empty lines; calibration and verification "
-                        "need at least 2 (one sample per line)")
+        raise DataError(
+            f"{where}: {path} has {len(lines)} non-empty lines; calibration and verification "
+            "need at least 2 (one sample per line)"
+        )
     if tokenizer_dir is None:
         raise ConfigError(f"{recipe.path}: text data needs a tokenizer; only Hugging Face sources have one")
     from transformers import AutoTokenizer
@@ -107,8 +117,9 @@ def _text_dataset(recipe: ModelRecipe, tokenizer_dir: Path | None) -> Dataset:
         encoded = tokenizer(text, truncation=True, max_length=max_length, return_tensors="np", **padding)
         missing = [n for n in names if n not in encoded]
         if missing:
-            raise ConfigError(f"{recipe.path}: inputs {missing} are not produced by the tokenizer "
-                              f"(it gives {sorted(encoded)})")
+            raise ConfigError(
+                f"{recipe.path}: inputs {missing} are not produced by the tokenizer (it gives {sorted(encoded)})"
+            )
         return {n: encoded[n].astype(np.int64) for n in names}
 
     samples = [encode(line) for line in lines]
@@ -127,21 +138,24 @@ def _array_dataset(recipe: ModelRecipe) -> Dataset:
     held_out = load_callable(recipe.data["eval"], f"{where}.eval")()
     for split, (x, y) in (("train", train), ("eval", held_out)):
         if len(x) == 0 or len(x) != len(y):
-            raise DataError(f"{where}.{split}: returned {len(x)} inputs and {len(y)} labels; need a non-empty, "
-                            "matching (x, y)")
+            raise DataError(
+                f"{where}.{split}: returned {len(x)} inputs and {len(y)} labels; need a non-empty, matching (x, y)"
+            )
     name = recipe.inputs[0].name
     batch = int(recipe.data.get("batch", 64))
     samples = int(recipe.data.get("calibration_samples", 128))
-    calibration = [{name: train[0][i:i + 1]} for i in range(min(samples, len(train[0])))]
-    verify = [{name: held_out[0][i:i + batch]} for i in range(0, len(held_out[0]), batch)]
+    calibration = [{name: train[0][i : i + 1]} for i in range(min(samples, len(train[0])))]
+    verify = [{name: held_out[0][i : i + batch]} for i in range(0, len(held_out[0]), batch)]
     bench = {name: np.resize(held_out[0], (recipe.bench.get("batch", 1), *held_out[0].shape[1:]))}
-    return Dataset(calibration=calibration, verify=verify, labels=np.asarray(held_out[1]), bench=bench,
-                   train=train, eval=held_out)
+    return Dataset(
+        calibration=calibration, verify=verify, labels=np.asarray(held_out[1]), bench=bench, train=train, eval=held_out
+    )
 
 
 def concrete_shape(spec: TensorSpec, dims: dict[str, int]) -> tuple[int, ...]:
-    return tuple(d if isinstance(d, int) else dims.get(d, 1 if i == 0 else DEFAULT_DIM)
-                 for i, d in enumerate(spec.shape))
+    return tuple(
+        d if isinstance(d, int) else dims.get(d, 1 if i == 0 else DEFAULT_DIM) for i, d in enumerate(spec.shape)
+    )
 
 
 def generated_dataset(signature: tuple[TensorSpec, ...], dims: dict[str, int], batches: int = 16) -> Dataset:
@@ -169,5 +183,9 @@ def generated_dataset(signature: tuple[TensorSpec, ...], dims: dict[str, int], b
                 feeds[spec.name] = rng.integers(0, 100, shape).astype(dtype)
         return feeds
 
-    return Dataset(calibration=[batch(dims) for _ in range(batches)], verify=[batch(dims) for _ in range(batches)],
-                   labels=None, bench=batch(dims))
+    return Dataset(
+        calibration=[batch(dims) for _ in range(batches)],
+        verify=[batch(dims) for _ in range(batches)],
+        labels=None,
+        bench=batch(dims),
+    )

@@ -24,9 +24,11 @@ def _describe_onnx(path: Path) -> str:
     ops = collections.Counter(node.op_type for node in model.graph.node)
     weights = sum(len(init.raw_data) or 0 for init in model.graph.initializer)
     opsets = ", ".join(f"{o.domain or 'ai.onnx'} {o.version}" for o in model.opset_import)
-    lines = [f"{path}: {path.stat().st_size / 1e6:.2f} MB, {len(model.graph.node)} nodes, "
-             f"{len(model.graph.initializer)} initializers ({weights / 1e6:.2f} MB raw), opsets: {opsets}",
-             f"producer: {model.producer_name} {model.producer_version}".rstrip()]
+    lines = [
+        f"{path}: {path.stat().st_size / 1e6:.2f} MB, {len(model.graph.node)} nodes, "
+        f"{len(model.graph.initializer)} initializers ({weights / 1e6:.2f} MB raw), opsets: {opsets}",
+        f"producer: {model.producer_name} {model.producer_version}".rstrip(),
+    ]
     for kind, specs in (("input", signature(model, str(path))), ("output", signature(model, str(path), outputs=True))):
         lines += [f"{kind} {s.name}: {s.dtype} {list(s.shape)}" for s in specs]
     lines.append("ops: " + ", ".join(f"{op} x{count}" for op, count in ops.most_common()))
@@ -35,19 +37,26 @@ def _describe_onnx(path: Path) -> str:
 
 def _describe_record(path: Path) -> str:
     if not path.is_file():
-        raise ModelError(f"{path}: no build record here; pass an .onnx file or a build directory "
-                         "(artifacts/<model>/<target>)")
+        raise ModelError(
+            f"{path}: no build record here; pass an .onnx file or a build directory (artifacts/<model>/<target>)"
+        )
     try:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ModelError(f"{path}: not a build record (invalid JSON at line {error.lineno})") from error
-    metrics = record["metrics"]
-    lines = [f"{record['model']['name']} {record['model']['version']} -> {record['target']['name']} "
-             f"({record['target']['runtime']} >= {record['target']['runtime_min_version']}, {record['target']['precision']})",
-             f"artifact: {record['artifact']} {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32)",
-             f"fidelity: {metrics['fidelity']['summary']}",
-             f"latency: {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on the build host",
-             f"verdict: fidelity {record['verdict']['fidelity']}, speed {record['verdict']['speed']}"]
-    lines += [f"  {s['stage']:<28} nodes {s['nodes']:>5}  {s['bytes'] / 1e6:8.2f} MB  {s['latency_ratio']:.2f}x  "
-              f"{s['fidelity']['value']:.4f}" for s in record["stages"]]
+    metrics, target = record["metrics"], record["target"]
+    lines = [
+        f"{record['model']['name']} {record['model']['version']} -> {target['name']} "
+        f"({target['runtime']} >= {target['runtime_min_version']}, {target['precision']})",
+        f"artifact: {record['artifact']} {metrics['size_bytes'] / 1e6:.2f} MB "
+        f"({100 * metrics['size_ratio']:.1f}% of FP32)",
+        f"fidelity: {metrics['fidelity']['summary']}",
+        f"latency: {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on the build host",
+        f"verdict: fidelity {record['verdict']['fidelity']}, speed {record['verdict']['speed']}",
+    ]
+    lines += [
+        f"  {s['stage']:<28} nodes {s['nodes']:>5}  {s['bytes'] / 1e6:8.2f} MB  {s['latency_ratio']:.2f}x  "
+        f"{s['fidelity']['value']:.4f}"
+        for s in record["stages"]
+    ]
     return "\n".join(lines)

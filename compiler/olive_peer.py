@@ -55,9 +55,25 @@ def olive_available() -> bool:
 
 def olive_command(model: Path, output: Path, *, is_onnx: bool, task: str = "feature-extraction") -> list[str]:
     """The `olive auto-opt` command line for an INT8 CPU build of `model` into `output`."""
-    command = [sys.executable, "-m", "olive", "auto-opt", "--model_name_or_path", str(model),
-               "--precision", "int8", "--device", "cpu", "--provider", "CPUExecutionProvider",
-               "--output_path", str(output), "--log_level", "1", "--disable_telemetry"]
+    command = [
+        sys.executable,
+        "-m",
+        "olive",
+        "auto-opt",
+        "--model_name_or_path",
+        str(model),
+        "--precision",
+        "int8",
+        "--device",
+        "cpu",
+        "--provider",
+        "CPUExecutionProvider",
+        "--output_path",
+        str(output),
+        "--log_level",
+        "1",
+        "--disable_telemetry",
+    ]
     if not is_onnx:
         # Olive's default task is text-generation-with-past (a decoder with KV cache). Its default
         # TorchScript exporter fails on transformers 5 models ("BertModel.forward() got multiple
@@ -66,8 +82,9 @@ def olive_command(model: Path, output: Path, *, is_onnx: bool, task: str = "feat
     return command
 
 
-def auto_opt_int8(source: Path, workdir: Path, *, is_onnx: bool, timeout_s: int = 900,
-                  task: str = "feature-extraction") -> Path:
+def auto_opt_int8(
+    source: Path, workdir: Path, *, is_onnx: bool, timeout_s: int = 900, task: str = "feature-extraction"
+) -> Path:
     """Run `olive auto-opt` (INT8, CPU, CPUExecutionProvider) on `source` and return the output .onnx.
 
     `source` is a Hugging Face model directory (exported to ONNX by Olive for `task`), or an .onnx
@@ -101,17 +118,28 @@ def auto_opt_int8(source: Path, workdir: Path, *, is_onnx: bool, timeout_s: int 
         log.flush()
         try:
             # cwd=workdir: Olive puts its .olive-cache in the current directory.
-            result = subprocess.run(command, cwd=workdir, env={**os.environ, **OFFLINE_ENV}, stdin=subprocess.DEVNULL,
-                                    stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s, check=False)
+            result = subprocess.run(
+                command,
+                cwd=workdir,
+                env={**os.environ, **OFFLINE_ENV},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
-            raise UserError(f"olive peer: `olive auto-opt` took over {timeout_s} s on {source.name}; "
-                            f"see {log_path}") from None
+            raise UserError(
+                f"olive peer: `olive auto-opt` took over {timeout_s} s on {source.name}; see {log_path}"
+            ) from None
         finally:
             # Its cache holds every intermediate model (~3x the FP32 size) and is never reused (see above).
             shutil.rmtree(workdir / ".olive-cache", ignore_errors=True)
     if result.returncode != 0:
-        raise UserError(f"olive peer: `olive auto-opt` failed on {source.name} (exit {result.returncode}): "
-                        f"{_last_meaningful_line(log_path)}; full log: {log_path}")
+        raise UserError(
+            f"olive peer: `olive auto-opt` failed on {source.name} (exit {result.returncode}): "
+            f"{_last_meaningful_line(log_path)}; full log: {log_path}"
+        )
     return _find_output_model(output, source.name, log_path)
 
 
@@ -138,11 +166,15 @@ def _find_output_model(output: Path, source_name: str, log_path: Path) -> Path:
         return candidates[0]
     if candidates:
         found = ", ".join(str(p.relative_to(output)) for p in candidates)
-        raise UserError(f"olive peer: `olive auto-opt` produced several models for {source_name} ({found}), "
-                        f"none named by its model_config.json; see {output}")
+        raise UserError(
+            f"olive peer: `olive auto-opt` produced several models for {source_name} ({found}), "
+            f"none named by its model_config.json; see {output}"
+        )
     # A failing pass does not fail the command: Olive logs the traceback, then exits 0 with no model.
-    raise UserError(f"olive peer: `olive auto-opt` produced no model for {source_name}: "
-                    f"{_last_meaningful_line(log_path)}; full log: {log_path}")
+    raise UserError(
+        f"olive peer: `olive auto-opt` produced no model for {source_name}: "
+        f"{_last_meaningful_line(log_path)}; full log: {log_path}"
+    )
 
 
 def _model_config_path(output: Path) -> Path | None:

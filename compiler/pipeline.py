@@ -71,14 +71,18 @@ def build_key(recipe: ModelRecipe, target: TargetSpec) -> str:
     """Digest of every input of the build, computed without loading any model."""
     from compiler.data import data_files
 
-    return sha256_bytes(canonical_json({
-        "recipe": sha256_file(recipe.path) if recipe.path else canonical_json(recipe.__dict__),
-        "target": sha256_file(target.path),
-        "source": sha256_tree(source_files(recipe)),
-        "data": sha256_tree(data_files(recipe)),
-        "code": code_fingerprint(),
-        "tools": tool_versions(*CORE_TOOLS),
-    }).encode())
+    return sha256_bytes(
+        canonical_json(
+            {
+                "recipe": sha256_file(recipe.path) if recipe.path else canonical_json(recipe.__dict__),
+                "target": sha256_file(target.path),
+                "source": sha256_tree(source_files(recipe)),
+                "data": sha256_tree(data_files(recipe)),
+                "code": code_fingerprint(),
+                "tools": tool_versions(*CORE_TOOLS),
+            }
+        ).encode()
+    )
 
 
 def is_up_to_date(out_dir: Path, key: str) -> dict[str, Any] | None:
@@ -99,8 +103,9 @@ def is_up_to_date(out_dir: Path, key: str) -> dict[str, Any] | None:
     return record
 
 
-def build(recipe: ModelRecipe, target: TargetSpec, cache: Cache, out_dir: Path | None = None,
-          command: str = "") -> BuildOutcome:
+def build(
+    recipe: ModelRecipe, target: TargetSpec, cache: Cache, out_dir: Path | None = None, command: str = ""
+) -> BuildOutcome:
     """Run (or reuse) every stage and write the build directory atomically."""
     out_dir = out_dir or output_dir(recipe, target)
     key = build_key(recipe, target)
@@ -140,14 +145,25 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: Any, comm
     return {
         "schema": RECORD_SCHEMA,
         "build_key": key,
-        "model": {"name": recipe.name, "version": recipe.version, "family": recipe.family,
-                  "recipe": str(recipe.path.relative_to(ROOT)) if recipe.path and recipe.path.is_relative_to(ROOT)
-                  else str(recipe.path or recipe.source),
-                  "source": {"kind": recipe.source_kind, "spec": recipe.source, "digest": result.source_digest}},
-        "target": {"name": target.name, "description": target.description, "platform": target.platform,
-                   "runtime": target.runtime, "runtime_min_version": target.runtime_min_version,
-                   "precision": target.precision, "preset": target.preset,
-                   "graph_optimization": target.graph_optimization},
+        "model": {
+            "name": recipe.name,
+            "version": recipe.version,
+            "family": recipe.family,
+            "recipe": str(recipe.path.relative_to(ROOT))
+            if recipe.path and recipe.path.is_relative_to(ROOT)
+            else str(recipe.path or recipe.source),
+            "source": {"kind": recipe.source_kind, "spec": recipe.source, "digest": result.source_digest},
+        },
+        "target": {
+            "name": target.name,
+            "description": target.description,
+            "platform": target.platform,
+            "runtime": target.runtime,
+            "runtime_min_version": target.runtime_min_version,
+            "precision": target.precision,
+            "preset": target.preset,
+            "graph_optimization": target.graph_optimization,
+        },
         "inputs": result.inputs,
         "outputs": result.outputs,
         "artifact": result.artifact_name,
@@ -155,10 +171,16 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: Any, comm
         "metrics": result.metrics,
         "stages": result.stages,
         "verdict": result.verdict,
-        "provenance": {"edgebuild_version": __version__, "git_commit": _git_commit(),
-                       "passes": result.pass_list, "tool_versions": tool_versions(*CORE_TOOLS),
-                       "exporter": result.import_meta.get("exporter"), "opset": result.import_meta.get("opset"),
-                       "export_check": result.import_meta.get("export_check"), "build_command": command},
+        "provenance": {
+            "edgebuild_version": __version__,
+            "git_commit": _git_commit(),
+            "passes": result.pass_list,
+            "tool_versions": tool_versions(*CORE_TOOLS),
+            "exporter": result.import_meta.get("exporter"),
+            "opset": result.import_meta.get("opset"),
+            "export_check": result.import_meta.get("export_check"),
+            "build_command": command,
+        },
     }
 
 

@@ -27,13 +27,18 @@ def _node_count(path: Path) -> int:
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
-def profile_stages(recipe: ModelRecipe, dataset: Dataset, evaluate: Any, stages: list[dict[str, Any]],
-                   cache: Cache, data_digest: str) -> dict[str, Any]:
+def profile_stages(
+    recipe: ModelRecipe, dataset: Dataset, evaluate: Any, stages: list[dict[str, Any]], cache: Cache, data_digest: str
+) -> dict[str, Any]:
     """Measure every stage's model; returns {"rows": [...], "latency": {...}, "artifact_latency_ratio": x}."""
     paths = [Path(row["path"]) for row in stages]
-    key = stage_key("profile", inputs={"models": [sha256_file(p) for p in paths], "data": data_digest},
-                    config={"metric": recipe.metric, "bench": recipe.bench, "threads": THREADS},
-                    code=sha256_tree(CODE), tools=tool_versions("onnxruntime", "numpy"))
+    key = stage_key(
+        "profile",
+        inputs={"models": [sha256_file(p) for p in paths], "data": data_digest},
+        config={"metric": recipe.metric, "bench": recipe.bench, "threads": THREADS},
+        code=sha256_tree(CODE),
+        tools=tool_versions("onnxruntime", "numpy"),
+    )
 
     def measure(_: Path) -> dict[str, Any]:
         step(f"verifying {len(paths)} stage outputs on {len(dataset.verify)} batches")
@@ -45,10 +50,17 @@ def profile_stages(recipe: ModelRecipe, dataset: Dataset, evaluate: Any, stages:
         for i, row in enumerate(rows):
             row["latency_ms"] = seconds[str(i)] * 1000
             row["latency_ratio"] = seconds[str(i)] / baseline
-        return {"rows": rows,
-                "latency": {"artifact_ms": seconds[str(len(paths) - 1)] * 1000, "ort_fp32_ms": baseline * 1000,
-                            "ratio_vs_ort_fp32": seconds[str(len(paths) - 1)] / baseline, "threads": THREADS,
-                            "input_shapes": shape, "host": "build host (shared, noisy: compare ratios)"},
-                "artifact_latency_ratio": seconds[str(len(paths) - 1)] / baseline}
+        return {
+            "rows": rows,
+            "latency": {
+                "artifact_ms": seconds[str(len(paths) - 1)] * 1000,
+                "ort_fp32_ms": baseline * 1000,
+                "ratio_vs_ort_fp32": seconds[str(len(paths) - 1)] / baseline,
+                "threads": THREADS,
+                "input_shapes": shape,
+                "host": "build host (shared, noisy: compare ratios)",
+            },
+            "artifact_latency_ratio": seconds[str(len(paths) - 1)] / baseline,
+        }
 
     return cache.get_or_build("profile", key, measure).meta

@@ -12,8 +12,15 @@ console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 def progress_bar() -> Progress:
     """A rich progress bar; when stderr is not a terminal it stays quiet instead of spamming logs."""
-    return Progress(TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=not sys.stderr.isatty())
+    return Progress(
+        TextColumn("  {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
 
 
 def step(message: str) -> None:

@@ -11,8 +11,13 @@ from compiler.config import ROOT
 
 
 def write_reports(directory: Path, record: dict[str, Any]) -> None:
-    environment = Environment(loader=FileSystemLoader(ROOT / "templates"), undefined=StrictUndefined,
-                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+    environment = Environment(
+        loader=FileSystemLoader(ROOT / "templates"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     text = environment.get_template("report.md.j2").render(r=record)
     (directory / "report.md").write_text(text)
     plot(record, directory / "report.png")
@@ -27,9 +32,11 @@ def plot(record: dict[str, Any], path: Path) -> None:
 
     stages = record["stages"]
     labels = [s["stage"] for s in stages]
-    series = [("size (MB)", [s["bytes"] / 1e6 for s in stages]),
-              ("latency vs ORT FP32 (x)", [s["latency_ratio"] for s in stages]),
-              (stages[0]["fidelity"]["metric"], [s["fidelity"]["value"] for s in stages])]
+    series = [
+        ("size (MB)", [s["bytes"] / 1e6 for s in stages]),
+        ("latency vs ORT FP32 (x)", [s["latency_ratio"] for s in stages]),
+        (stages[0]["fidelity"]["metric"], [s["fidelity"]["value"] for s in stages]),
+    ]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for axis, (title, values) in zip(axes, series, strict=True):
         bars = axis.bar(range(len(values)), values, color="#4C72B0")

@@ -20,8 +20,11 @@ from compiler.progress import progress_bar
 Feeds = dict[str, np.ndarray]
 
 
-def session(model: onnx.ModelProto | Path | bytes, threads: int = 1,
-            level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL) -> ort.InferenceSession:
+def session(
+    model: onnx.ModelProto | Path | bytes,
+    threads: int = 1,
+    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.InferenceSession:
     """A CPU session with a fixed thread count (latency is reported per thread count)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
@@ -48,8 +51,9 @@ def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[n
     return [sess.run(None, {n: feeds[n] for n in names}) for feeds in batches]
 
 
-def measure_latency(runners: Mapping[str, Callable[[], object]], repeats: int = 50, warmup: int = 5,
-                    label: str = "benchmarking") -> dict[str, float]:
+def measure_latency(
+    runners: Mapping[str, Callable[[], object]], repeats: int = 50, warmup: int = 5, label: str = "benchmarking"
+) -> dict[str, float]:
     """Median seconds per call of each runner, measured interleaved."""
     for run in runners.values():
         for _ in range(warmup):

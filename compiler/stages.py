@@ -80,10 +80,16 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     source_digest = sha256_tree(source_files(recipe))
 
     # import (+ PyTorch-level passes, which need the module before export)
-    import_key = stage_key("import", inputs={"source": source_digest, "data": data_digest},
-                           config={"recipe": {k: v for k, v in recipe.__dict__.items() if k not in ("path", "description")},
-                                   "torch_passes": [(p.name, p.options(), p.fingerprint()) for p in torch_passes]},
-                           code=sha256_tree(IMPORT_CODE), tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"))
+    import_key = stage_key(
+        "import",
+        inputs={"source": source_digest, "data": data_digest},
+        config={
+            "recipe": {k: v for k, v in recipe.__dict__.items() if k not in ("path", "description")},
+            "torch_passes": [(p.name, p.options(), p.fingerprint()) for p in torch_passes],
+        },
+        code=sha256_tree(IMPORT_CODE),
+        tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
+    )
 
     def run_import(directory: Path) -> dict[str, Any]:
         step(f"importing {recipe.name} ({recipe.source_kind}: {recipe.source})")
@@ -96,20 +102,42 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     reference = load_reference(imported.path / "reference.npz")
     evaluate = Evaluator(recipe, dataset, reference)
 
-    ctx_fingerprint = stage_key("context", inputs={"data": data_digest, "reference": sha256_file(imported.path / "reference.npz")},
-                                config={"metric": recipe.metric, "family": recipe.family,
-                                        "shape": imported.meta.get("transformer_shape", {})}, code="", tools={})
-    context = PassContext(workdir=cache.scratch(), model_family=recipe.family,
-                          calibration=lambda: dataset.calibration, evaluate=evaluate,
-                          fingerprint=ctx_fingerprint, transformer_shape=imported.meta.get("transformer_shape", {}))
+    ctx_fingerprint = stage_key(
+        "context",
+        inputs={"data": data_digest, "reference": sha256_file(imported.path / "reference.npz")},
+        config={"metric": recipe.metric, "family": recipe.family, "shape": imported.meta.get("transformer_shape", {})},
+        code="",
+        tools={},
+    )
+    context = PassContext(
+        workdir=cache.scratch(),
+        model_family=recipe.family,
+        calibration=lambda: dataset.calibration,
+        evaluate=evaluate,
+        fingerprint=ctx_fingerprint,
+        transformer_shape=imported.meta.get("transformer_shape", {}),
+    )
 
-    stages = [{"stage": "import", "kind": "import", "path": imported.path / "model.onnx", "cached": imported.hit,
-               "seconds": imported.meta.get("_seconds", 0.0), "stats": {"torch_passes": imported.meta["torch_passes"]}}]
+    stages = [
+        {
+            "stage": "import",
+            "kind": "import",
+            "path": imported.path / "model.onnx",
+            "cached": imported.hit,
+            "seconds": imported.meta.get("_seconds", 0.0),
+            "stats": {"torch_passes": imported.meta["torch_passes"]},
+        }
+    ]
     current = imported.path / "model.onnx"
     done: list[str] = [p.name for p in torch_passes]
     for graph_pass in graph_passes:
-        key = stage_key(f"pass:{graph_pass.name}", inputs={"model": sha256_file(current), "context": ctx_fingerprint},
-                        config=graph_pass.options(), code=graph_pass.fingerprint(), tools=graph_pass.tool_versions())
+        key = stage_key(
+            f"pass:{graph_pass.name}",
+            inputs={"model": sha256_file(current), "context": ctx_fingerprint},
+            config=graph_pass.options(),
+            code=graph_pass.fingerprint(),
+            tools=graph_pass.tool_versions(),
+        )
 
         def run_pass(directory: Path, graph_pass: GraphPass = graph_pass, source: Path = current) -> dict[str, Any]:
             step(f"pass {graph_pass.name}")
@@ -120,15 +148,28 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
 
         entry = cache.get_or_build(f"pass-{graph_pass.name}", key, run_pass)
         _report_cache(f"pass {graph_pass.name}", entry.hit)
-        stages.append({"stage": graph_pass.name, "kind": "pass", "path": entry.path / "model.onnx", "cached": entry.hit,
-                       "seconds": entry.meta["_seconds"], "stats": entry.meta["stats"], "options": graph_pass.options()})
+        stages.append(
+            {
+                "stage": graph_pass.name,
+                "kind": "pass",
+                "path": entry.path / "model.onnx",
+                "cached": entry.hit,
+                "seconds": entry.meta["_seconds"],
+                "stats": entry.meta["stats"],
+                "options": graph_pass.options(),
+            }
+        )
         current = entry.path / "model.onnx"
         done.append(graph_pass.name)
 
     backend = backend_for(target.runtime)
-    compile_key = stage_key("compile", inputs={"model": sha256_file(current)},
-                            config={"runtime": target.runtime, "level": target.graph_optimization},
-                            code=sha256_tree(list(backend.FINGERPRINT_FILES)), tools=tool_versions(*backend.TOOLS))
+    compile_key = stage_key(
+        "compile",
+        inputs={"model": sha256_file(current)},
+        config={"runtime": target.runtime, "level": target.graph_optimization},
+        code=sha256_tree(list(backend.FINGERPRINT_FILES)),
+        tools=tool_versions(*backend.TOOLS),
+    )
 
     def run_compile(directory: Path) -> dict[str, Any]:
         step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
@@ -139,8 +180,16 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     compiled = cache.get_or_build("compile", compile_key, run_compile)
     _report_cache("compile", compiled.hit)
     artifact = compiled.path / compiled.meta["artifact"]
-    stages.append({"stage": f"compile ({target.runtime})", "kind": "compile", "path": artifact, "cached": compiled.hit,
-                   "seconds": compiled.meta["_seconds"], "stats": {"graph_optimization": target.graph_optimization}})
+    stages.append(
+        {
+            "stage": f"compile ({target.runtime})",
+            "kind": "compile",
+            "path": artifact,
+            "cached": compiled.hit,
+            "seconds": compiled.meta["_seconds"],
+            "stats": {"graph_optimization": target.graph_optimization},
+        }
+    )
 
     from compiler.profile import profile_stages
 
@@ -167,12 +216,20 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         artifact_name=artifact_name,
         files=files,
         file_sources={artifact_name: artifact},
-        metrics={"size_bytes": artifact.stat().st_size, "fp32_size_bytes": stages[0]["bytes"],
-                 "size_ratio": artifact.stat().st_size / stages[0]["bytes"],
-                 "latency": profile["latency"], "fidelity": stages[-1]["fidelity"]},
+        metrics={
+            "size_bytes": artifact.stat().st_size,
+            "fp32_size_bytes": stages[0]["bytes"],
+            "size_ratio": artifact.stat().st_size / stages[0]["bytes"],
+            "latency": profile["latency"],
+            "fidelity": stages[-1]["fidelity"],
+        },
         stages=stages,
-        verdict={"fidelity": "pass", "speed": "warn" if warnings else "pass", "speed_gate": target.speed_gate,
-                 "warnings": warnings},
+        verdict={
+            "fidelity": "pass",
+            "speed": "warn" if warnings else "pass",
+            "speed_gate": target.speed_gate,
+            "warnings": warnings,
+        },
         pass_list=pass_list,
         import_meta={k: v for k, v in imported.meta.items() if not k.startswith("_")},
     )

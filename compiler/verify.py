@@ -36,21 +36,29 @@ def _mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (hidden.astype(np.float64) * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
 
 
-def score(metric: dict[str, Any], reference: Outputs, candidate: Outputs, feeds: Sequence[Feeds],
-          labels: np.ndarray | None) -> Fidelity:
+def score(
+    metric: dict[str, Any], reference: Outputs, candidate: Outputs, feeds: Sequence[Feeds], labels: np.ndarray | None
+) -> Fidelity:
     """Score `candidate` outputs against `reference` outputs with the recipe's metric and budget."""
     kind = metric["kind"]
     if kind == "embedding_cosine":
         mask_name = metric.get("mask_input", "attention_mask")
         index = int(metric.get("output_index", 0))
-        scores = np.concatenate([
-            _cosine_rows(_mean_pool(ref[index], batch[mask_name]), _mean_pool(cand[index], batch[mask_name]))
-            for ref, cand, batch in zip(reference, candidate, feeds, strict=True)])
+        scores = np.concatenate(
+            [
+                _cosine_rows(_mean_pool(ref[index], batch[mask_name]), _mean_pool(cand[index], batch[mask_name]))
+                for ref, cand, batch in zip(reference, candidate, feeds, strict=True)
+            ]
+        )
         mean, worst = float(scores.mean()), float(scores.min())
         min_mean, min_each = float(metric.get("min_mean", 0.99)), float(metric.get("min_each", 0.0))
-        return Fidelity(kind, mean, mean >= min_mean and worst >= min_each,
-                        f"mean cosine {mean:.4f} (min {worst:.4f}); budget mean >= {min_mean}, each >= {min_each}",
-                        {"mean_cosine": mean, "min_cosine": worst})
+        return Fidelity(
+            kind,
+            mean,
+            mean >= min_mean and worst >= min_each,
+            f"mean cosine {mean:.4f} (min {worst:.4f}); budget mean >= {min_mean}, each >= {min_each}",
+            {"mean_cosine": mean, "min_cosine": worst},
+        )
     if kind == "top1_accuracy":
         if labels is None:
             raise ConfigError("metric 'top1_accuracy' needs labelled evaluation data (recipe [data] eval)")
@@ -60,40 +68,61 @@ def score(metric: dict[str, Any], reference: Outputs, candidate: Outputs, feeds:
         ref_acc = float((ref_pred == labels).mean() * 100)
         acc = float((cand_pred == labels).mean() * 100)
         drop, max_drop = ref_acc - acc, float(metric.get("max_drop", 0.5))
-        return Fidelity(kind, acc, drop <= max_drop + 1e-9,
-                        f"top-1 accuracy {acc:.2f}% (FP32 {ref_acc:.2f}%, drop {drop:.2f} points); "
-                        f"budget drop <= {max_drop}",
-                        {"accuracy": acc, "reference_accuracy": ref_acc, "accuracy_drop": drop,
-                         "agreement": float((ref_pred == cand_pred).mean() * 100)})
+        return Fidelity(
+            kind,
+            acc,
+            drop <= max_drop + 1e-9,
+            f"top-1 accuracy {acc:.2f}% (FP32 {ref_acc:.2f}%, drop {drop:.2f} points); budget drop <= {max_drop}",
+            {
+                "accuracy": acc,
+                "reference_accuracy": ref_acc,
+                "accuracy_drop": drop,
+                "agreement": float((ref_pred == cand_pred).mean() * 100),
+            },
+        )
     if kind == "output_cosine":
-        scores = np.array([float(_cosine_rows(r.ravel()[None], c.ravel()[None])[0])
-                           for ref, cand in zip(reference, candidate, strict=True)
-                           for r, c in zip(ref, cand, strict=True)])
+        scores = np.array(
+            [
+                float(_cosine_rows(r.ravel()[None], c.ravel()[None])[0])
+                for ref, cand in zip(reference, candidate, strict=True)
+                for r, c in zip(ref, cand, strict=True)
+            ]
+        )
         mean, worst = float(scores.mean()), float(scores.min())
         min_mean = float(metric.get("min_mean", 0.99))
-        return Fidelity(kind, mean, mean >= min_mean,
-                        f"mean output cosine {mean:.4f} (min {worst:.4f}); budget mean >= {min_mean}",
-                        {"mean_cosine": mean, "min_cosine": worst})
+        return Fidelity(
+            kind,
+            mean,
+            mean >= min_mean,
+            f"mean output cosine {mean:.4f} (min {worst:.4f}); budget mean >= {min_mean}",
+            {"mean_cosine": mean, "min_cosine": worst},
+        )
     raise ConfigError(f"unknown metric kind '{kind}'")
 
 
-def check_fidelity(recipe: ModelRecipe, stage: str, fidelity: Fidelity, per_pass: Sequence[tuple[str, Fidelity]]) -> None:
+def check_fidelity(
+    recipe: ModelRecipe, stage: str, fidelity: Fidelity, per_pass: Sequence[tuple[str, Fidelity]]
+) -> None:
     """Fail the build when over budget, naming the metric, value, budget and the pass that broke it."""
     if fidelity.within_budget:
         return
     culprit = next((name for name, f in per_pass if not f.within_budget), None)
     blame = f"; first over budget after pass '{culprit}'" if culprit else ""
-    raise BudgetError(f"{recipe.name}: {stage} fidelity over budget: {fidelity.summary}{blame}. "
-                      "Relax the recipe's [metric] budget, or change that pass's options "
-                      "(e.g. mixed_precision = true) in the target file")
+    raise BudgetError(
+        f"{recipe.name}: {stage} fidelity over budget: {fidelity.summary}{blame}. "
+        "Relax the recipe's [metric] budget, or change that pass's options "
+        "(e.g. mixed_precision = true) in the target file"
+    )
 
 
 def speed_verdict(gate: str, max_ratio: float, latency_ratio: float, target: str) -> str | None:
     """The speed gate: None when it passes; a message to warn with; BudgetError when it must fail."""
     if gate == "off" or latency_ratio <= max_ratio:
         return None
-    message = (f"{target}: the artifact is {latency_ratio:.2f}x the latency of ORT FP32 on this host "
-               f"(gate allows {max_ratio:.2f}x); this 'optimised' build is slower than doing nothing")
+    message = (
+        f"{target}: the artifact is {latency_ratio:.2f}x the latency of ORT FP32 on this host "
+        f"(gate allows {max_ratio:.2f}x); this 'optimised' build is slower than doing nothing"
+    )
     if gate == "fail":
-        raise BudgetError(message + ". Change the target's passes or set verify.speed_gate = \"warn\"")
+        raise BudgetError(message + '. Change the target\'s passes or set verify.speed_gate = "warn"')
     return message

@@ -153,8 +153,7 @@ def model_digest(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
-def apply_pass(graph_pass: GraphPass, model: onnx.ModelProto, ctx: PassContext,
-               done: Sequence[str] = ()) -> PassResult:
+def apply_pass(graph_pass: GraphPass, model: onnx.ModelProto, ctx: PassContext, done: Sequence[str] = ()) -> PassResult:
     """Run one graph pass with the contract checks; failures name the pass and what ran before."""
     before = model_digest(model)
     try:
@@ -167,8 +166,9 @@ def apply_pass(graph_pass: GraphPass, model: onnx.ModelProto, ctx: PassContext,
         onnx.checker.check_model(result.model, full_check=False)
     except onnx.checker.ValidationError as error:
         first = str(error).strip().splitlines()[0]
-        raise PassError(f"error in pass '{graph_pass.name}' after {list(done)}: "
-                        f"output is not a valid ONNX model: {first}") from error
+        raise PassError(
+            f"error in pass '{graph_pass.name}' after {list(done)}: output is not a valid ONNX model: {first}"
+        ) from error
     return result
 
 
@@ -179,8 +179,10 @@ def check_order(names: Sequence[str], catalogue: Mapping[str, type[BasePass]], w
         pass_class = catalogue[name]
         if issubclass(pass_class, TorchPass):
             if seen_graph_pass:
-                raise ConfigError(f"{where}: pass '{name}' works on the PyTorch model and must come "
-                                  "before every ONNX pass in the list")
+                raise ConfigError(
+                    f"{where}: pass '{name}' works on the PyTorch model and must come "
+                    "before every ONNX pass in the list"
+                )
         else:
             seen_graph_pass = True
         for later in pass_class.must_precede:

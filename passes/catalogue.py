@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+
 from compiler.config import PassSpec
 from compiler.errors import ConfigError, did_you_mean
 from passes.base import BasePass, check_order, config_from_options
@@ -41,5 +42,7 @@ def validate_pass_list(specs: Sequence[PassSpec], where: str) -> None:
 
 def instantiate(specs: Sequence[PassSpec], where: str = "pass list") -> list[BasePass]:
     """Configured pass objects for a validated pass list."""
-    return [CATALOGUE[s.name](config_from_options(CATALOGUE[s.name].Config, s.options, f"{where} ({s.name})"))
-            for s in specs]
+    return [
+        CATALOGUE[s.name](config_from_options(CATALOGUE[s.name].Config, s.options, f"{where} ({s.name})"))
+        for s in specs
+    ]

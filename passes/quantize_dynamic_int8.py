@@ -39,12 +39,12 @@ class QuantizeDynamicInt8(GraphPass):
     ORT's own Gather quantization is per tensor and costs short inputs dearly; a fused
     EmbedLayerNormalization can only be quantized per tensor (by ORT).
 
-    Measured on all-MiniLM-L6-v2 after fold-constants + fuse (batch 1, seq 128, one thread; cosine
-    of mean-pooled embeddings vs FP32 over 52 sentences): 0.39-0.42x the latency of ORT FP32, 25%
-    of its size, mean cosine 0.992, min 0.965 (0.937 with EmbedLayerNormalization fused and so
-    quantized per tensor). Weights per tensor: mean 0.960. uint8 weights: no faster than FP32 (no
-    fast u8u8 MatMulInteger kernel). Conv is left out by default: ConvInteger is 7x slower than
-    FP32 Conv; CNNs want quantize-static-int8.
+    Measured on all-MiniLM-L6-v2 after fold-constants + fuse (batch 1, seq 128, one thread, on a
+    shared host; cosine of mean-pooled embeddings vs FP32 over 52 sentences): 0.39-0.47x the
+    latency of ORT FP32, 25% of its size, mean cosine 0.992, min 0.965 (0.937 with
+    EmbedLayerNormalization fused, so quantized per tensor). Weights per tensor: mean 0.960.
+    uint8 weights: no faster than FP32 (no fast u8u8 MatMulInteger kernel). Conv is left out by
+    default: ConvInteger is 7x slower than FP32 Conv; CNNs want quantize-static-int8.
 
     Needs: nothing beyond the model; `ctx.evaluate` when `mixed_precision` is on (see
     passes/mixed_precision.py: the most sensitive nodes stay in FP32 until the budget holds).

@@ -29,8 +29,13 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def assert_numerically_close(original: onnx.ModelProto, rewritten: onnx.ModelProto, feeds: list[Feeds],
-                             min_cosine: float = 0.999, atol: float | None = None) -> None:
+def assert_numerically_close(
+    original: onnx.ModelProto,
+    rewritten: onnx.ModelProto,
+    feeds: list[Feeds],
+    min_cosine: float = 0.999,
+    atol: float | None = None,
+) -> None:
     """ORT outputs of both models agree on every batch (cosine, and optionally max abs error)."""
     for batch in feeds:
         for expected, actual in zip(run_ort(original, batch), run_ort(rewritten, batch), strict=True):
@@ -40,13 +45,22 @@ def assert_numerically_close(original: onnx.ModelProto, rewritten: onnx.ModelPro
                 np.testing.assert_allclose(actual, expected, atol=atol, rtol=0)
 
 
-def export(module: torch.nn.Module, args: tuple, input_names: list[str], output_names: list[str],
-           dynamic_axes: dict) -> onnx.ModelProto:
+def export(
+    module: torch.nn.Module, args: tuple, input_names: list[str], output_names: list[str], dynamic_axes: dict
+) -> onnx.ModelProto:
     module.eval()
     buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(module, args, buffer, input_names=input_names, output_names=output_names,
-                          dynamic_axes=dynamic_axes, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module,
+            args,
+            buffer,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
+            opset_version=17,
+            dynamo=False,
+        )
     return onnx.load_from_string(buffer.getvalue())
 
 
@@ -54,9 +68,15 @@ class TinyCNN(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.features = torch.nn.Sequential(
-            torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+            torch.nn.Conv2d(1, 16, 3, padding=1),
+            torch.nn.BatchNorm2d(16),
+            torch.nn.ReLU(),
+            torch.nn.Conv2d(16, 32, 3, padding=1),
+            torch.nn.BatchNorm2d(32),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+        )
         self.head = torch.nn.Linear(32, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -91,31 +111,67 @@ def tiny_bert() -> tuple[onnx.ModelProto, list[Feeds]]:
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=200, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=128, max_position_embeddings=64,
-                        attn_implementation="eager")
+    config = BertConfig(
+        vocab_size=200,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=64,
+        attn_implementation="eager",
+    )
     net = _LastHiddenState(BertModel(config)).eval()
     ids = torch.randint(0, 200, (1, 16))
     mask = torch.ones_like(ids)
-    model = export(net, (ids, mask), ["input_ids", "attention_mask"], ["last_hidden_state"],
-                   {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                    "last_hidden_state": {0: "batch", 1: "seq"}})
+    model = export(
+        net,
+        (ids, mask),
+        ["input_ids", "attention_mask"],
+        ["last_hidden_state"],
+        {
+            "input_ids": {0: "batch", 1: "seq"},
+            "attention_mask": {0: "batch", 1: "seq"},
+            "last_hidden_state": {0: "batch", 1: "seq"},
+        },
+    )
     rng = np.random.default_rng(0)
-    feeds = [{"input_ids": rng.integers(0, 200, (1, 16)).astype(np.int64),
-              "attention_mask": np.ones((1, 16), dtype=np.int64)} for _ in range(8)]
+    feeds = [
+        {
+            "input_ids": rng.integers(0, 200, (1, 16)).astype(np.int64),
+            "attention_mask": np.ones((1, 16), dtype=np.int64),
+        }
+        for _ in range(8)
+    ]
     return model, feeds
 
 
-def make_context(reference: onnx.ModelProto, feeds: list[Feeds], workdir: Path, family: str,
-                 min_cosine: float = 0.99, transformer_shape: dict | None = None) -> PassContext:
+def make_context(
+    reference: onnx.ModelProto,
+    feeds: list[Feeds],
+    workdir: Path,
+    family: str,
+    min_cosine: float = 0.99,
+    transformer_shape: dict | None = None,
+) -> PassContext:
     """A real context: calibration = `feeds`; evaluate = mean output cosine vs `reference` on ORT."""
     expected = [run_ort(reference, batch) for batch in feeds]
 
     def evaluate(candidate: onnx.ModelProto) -> Fidelity:
         scores = [cosine(e[0], a[0]) for e, a in zip(expected, (run_ort(candidate, b) for b in feeds), strict=True)]
         mean = float(np.mean(scores))
-        return Fidelity("output_cosine", mean, mean >= min_cosine,
-                        f"mean cosine {mean:.4f}; budget >= {min_cosine}", {"min": float(min(scores))})
+        return Fidelity(
+            "output_cosine",
+            mean,
+            mean >= min_cosine,
+            f"mean cosine {mean:.4f}; budget >= {min_cosine}",
+            {"min": float(min(scores))},
+        )
 
-    return PassContext(workdir=workdir, model_family=family, calibration=lambda: feeds, evaluate=evaluate,
-                       fingerprint="test", transformer_shape=transformer_shape or {})
+    return PassContext(
+        workdir=workdir,
+        model_family=family,
+        calibration=lambda: feeds,
+        evaluate=evaluate,
+        fingerprint="test",
+        transformer_shape=transformer_shape or {},
+    )

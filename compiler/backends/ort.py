@@ -20,9 +20,11 @@ TOOLS = ("onnxruntime", "onnx")
 FINGERPRINT_FILES = (Path(__file__),)
 ARTIFACT_NAME = "model.onnx"
 
-_LEVELS = {"disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-           "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+}
 
 
 def compile_model(model_path: Path, target: TargetSpec, directory: Path) -> dict[str, Any]:
@@ -34,5 +36,9 @@ def compile_model(model_path: Path, target: TargetSpec, directory: Path) -> dict
     options.intra_op_num_threads = 1
     options.log_severity_level = 3
     ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    return {"artifact": ARTIFACT_NAME, "runtime": "onnxruntime", "runtime_version": ort.__version__,
-            "graph_optimization": target.graph_optimization}
+    return {
+        "artifact": ARTIFACT_NAME,
+        "runtime": "onnxruntime",
+        "runtime_version": ort.__version__,
+        "graph_optimization": target.graph_optimization,
+    }

@@ -28,8 +28,10 @@ def import_model(recipe: ModelRecipe, dataset: Dataset, torch_passes: list[Any],
         if torch_passes:
             from compiler.errors import ConfigError
 
-            raise ConfigError(f"pass '{torch_passes[0].name}' works on the PyTorch model; "
-                              "this build starts from an ONNX file, so remove it from the pass list")
+            raise ConfigError(
+                f"pass '{torch_passes[0].name}' works on the PyTorch model; "
+                "this build starts from an ONNX file, so remove it from the pass list"
+            )
         return import_onnx_file(recipe, dataset, directory)
     from .torch_export import export_checked
 

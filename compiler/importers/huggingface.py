@@ -23,8 +23,10 @@ def model_directory(recipe: ModelRecipe) -> Path:
         try:
             package = importlib.import_module(recipe.source)
         except ImportError as error:
-            raise ConfigError(f"{recipe.path}: field 'source.huggingface_package': package '{recipe.source}' "
-                              f"is not installed ({error}); run `make setup`") from error
+            raise ConfigError(
+                f"{recipe.path}: field 'source.huggingface_package': package '{recipe.source}' "
+                f"is not installed ({error}); run `make setup`"
+            ) from error
         if not hasattr(package, "get_model_path"):
             raise ConfigError(f"{recipe.path}: package '{recipe.source}' has no get_model_path()")
         path = Path(package.get_model_path())
@@ -60,7 +62,10 @@ class KeywordWrapper(torch.nn.Module):
 
 def load_huggingface_module(recipe: ModelRecipe) -> tuple[torch.nn.Module, dict[str, Any]]:
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
     directory = model_directory(recipe)
     try:
         # Eager attention exports to the MatMul/Softmax pattern that ORT's BERT fusion recognises.

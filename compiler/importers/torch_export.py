@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ OPSET = 17  # TorchScript exporter: works with every ORT tool, including the BER
 EXPORT_MIN_COSINE = 0.9999
 
 
-def _torch_outputs(module: torch.nn.Module, names: list[str], batches: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def _torch_outputs(
+    module: torch.nn.Module, names: list[str], batches: list[dict[str, np.ndarray]]
+) -> list[list[np.ndarray]]:
     results = []
     with torch.inference_mode():
         for feeds in batches:
@@ -48,8 +51,9 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
-def export_checked(module: torch.nn.Module, recipe: ModelRecipe, dataset: Dataset, torch_passes: list[Any],
-                   directory: Path) -> dict[str, Any]:
+def export_checked(
+    module: torch.nn.Module, recipe: ModelRecipe, dataset: Dataset, torch_passes: list[Any], directory: Path
+) -> dict[str, Any]:
     """Reference outputs (original module, eval mode), torch passes, export, check vs PyTorch."""
     from passes.base import TorchPassContext
 
@@ -64,22 +68,46 @@ def export_checked(module: torch.nn.Module, recipe: ModelRecipe, dataset: Datase
     for torch_pass in torch_passes:
         step(f"pass {torch_pass.name} (PyTorch)")
         started = time.perf_counter()
-        ctx = TorchPassContext(workdir=directory, example_inputs=tuple(torch.from_numpy(dataset.bench[n]) for n in names),
-                               train_data=dataset.train, eval_data=dataset.eval, fingerprint=dataset.digest())
+        ctx = TorchPassContext(
+            workdir=directory,
+            example_inputs=tuple(torch.from_numpy(dataset.bench[n]) for n in names),
+            train_data=dataset.train,
+            eval_data=dataset.eval,
+            fingerprint=dataset.digest(),
+        )
         module, stats = torch_pass.run(module, ctx)
         module.eval()
-        pass_stats.append({"pass": torch_pass.name, "options": torch_pass.options(), "stats": stats,
-                           "seconds": round(time.perf_counter() - started, 2)})
+        pass_stats.append(
+            {
+                "pass": torch_pass.name,
+                "options": torch_pass.options(),
+                "stats": stats,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
 
-    dynamic_axes = {spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
-                    for spec in (*recipe.inputs, *recipe.outputs)}
+    dynamic_axes = {
+        spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+        for spec in (*recipe.inputs, *recipe.outputs)
+    }
     example = tuple(torch.from_numpy(dataset.verify[0][n]) for n in names)
     path = directory / "model.onnx"
     step(f"exporting to ONNX (TorchScript exporter, opset {OPSET})")
     try:
-        with torch.inference_mode(False), torch.no_grad():
-            torch.onnx.export(module, example, str(path), input_names=names, output_names=output_names,
-                              dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False)
+        # Tracer and deprecation warnings are about the exporter's internals, not the user's model;
+        # the numeric check below is what decides whether the export is right.
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                input_names=names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
     except Exception as error:  # the exporter raises many unrelated types for unsupported ops
         raise ModelError(f"{recipe.name}: torch.onnx.export failed: {str(error).splitlines()[0]}") from error
     module.eval()  # the exporter can leave wrapped models in train mode
@@ -88,12 +116,19 @@ def export_checked(module: torch.nn.Module, recipe: ModelRecipe, dataset: Datase
     expected = _torch_outputs(module, names, check_batches)
     actual = run_batches(session(path), check_batches)
     worst = min(_cosine(e, a) for eb, ab in zip(expected, actual, strict=True) for e, a in zip(eb, ab, strict=True))
-    max_abs = max(float(np.abs(e - a).max()) for eb, ab in zip(expected, actual, strict=True)
-                  for e, a in zip(eb, ab, strict=True))
+    max_abs = max(
+        float(np.abs(e - a).max()) for eb, ab in zip(expected, actual, strict=True) for e, a in zip(eb, ab, strict=True)
+    )
     if worst < EXPORT_MIN_COSINE:
-        raise ModelError(f"{recipe.name}: exported ONNX disagrees with PyTorch (cosine {worst:.5f} < "
-                         f"{EXPORT_MIN_COSINE}); the model may contain ops the exporter mis-translates")
+        raise ModelError(
+            f"{recipe.name}: exported ONNX disagrees with PyTorch (cosine {worst:.5f} < "
+            f"{EXPORT_MIN_COSINE}); the model may contain ops the exporter mis-translates"
+        )
     model = onnx.load(str(path), load_external_data=False)
-    return {"exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}", "opset": OPSET,
-            "export_check": {"min_cosine": worst, "max_abs_diff": max_abs, "batches": len(check_batches)},
-            "torch_passes": pass_stats, "onnx_nodes": len(model.graph.node)}
+    return {
+        "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",
+        "opset": OPSET,
+        "export_check": {"min_cosine": worst, "max_abs_diff": max_abs, "batches": len(check_batches)},
+        "torch_passes": pass_stats,
+        "onnx_nodes": len(model.graph.node),
+    }

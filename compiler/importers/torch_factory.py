@@ -16,8 +16,9 @@ def load_factory_module(recipe: ModelRecipe) -> torch.nn.Module:
     factory = load_callable(recipe.source, f"{recipe.path}: field 'source.torch'")
     module = factory()
     if not isinstance(module, torch.nn.Module):
-        raise ModelError(f"{recipe.path}: factory '{recipe.source}' returned {type(module).__name__}, "
-                         "not a torch.nn.Module")
+        raise ModelError(
+            f"{recipe.path}: factory '{recipe.source}' returned {type(module).__name__}, not a torch.nn.Module"
+        )
     return module
 
 

@@ -17,8 +17,9 @@ from compiler import config
 
 def edgebuild(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-    return subprocess.run([sys.executable, "-m", "compiler.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "compiler.cli", *args], env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def assert_user_error(result: subprocess.CompletedProcess[str], pattern: str, artifacts: Path) -> None:
@@ -29,14 +30,17 @@ def assert_user_error(result: subprocess.CompletedProcess[str], pattern: str, ar
     errors = [line for line in result.stderr.splitlines() if line.startswith("edgebuild: error:")]
     assert len(errors) == 1, result.stderr
     assert re.search(pattern, errors[0]), errors[0]
-    leftovers = [p for p in artifacts.rglob("*") if p.is_file() and "cache" not in p.parts] if artifacts.exists() else []
+    leftovers = (
+        [p for p in artifacts.rglob("*") if p.is_file() and "cache" not in p.parts] if artifacts.exists() else []
+    )
     assert leftovers == [], leftovers
 
 
 def test_unknown_target(tmp_path: Path) -> None:
     result = edgebuild("build", "-t", "desktop-int9", "-m", "digits-cnn", "--artifacts", str(tmp_path))
-    assert_user_error(result, r"unknown target 'desktop-int9'; did you mean 'desktop-int8'\? valid: .*desktop-fp32",
-                      tmp_path)
+    assert_user_error(
+        result, r"unknown target 'desktop-int9'; did you mean 'desktop-int8'\? valid: .*desktop-fp32", tmp_path
+    )
 
 
 def test_unknown_model(tmp_path: Path) -> None:
@@ -117,9 +121,13 @@ def test_pass_that_cannot_apply_names_the_pass(tmp_path: Path) -> None:
     path = tmp_path / "convonly.onnx"
     path.write_bytes(model.SerializeToString())
     target = tmp_path / "int4-only.toml"
-    target.write_text(config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
-                      .replace('name = "desktop-fp32"', 'name = "int4-only"')
-                      .replace('{ pass = "fuse" },', '{ pass = "quantize-int4-weights" },'))
+    target.write_text(
+        config.TARGETS_DIR.joinpath("desktop-fp32.toml")
+        .read_text()
+        .replace('name = "desktop-fp32"', 'name = "int4-only"')
+        .replace('{ pass = "fuse" },', '{ pass = "quantize-int4-weights" },')
+    )
     result = edgebuild("build", "--onnx", str(path), "-t", str(target), "--artifacts", str(tmp_path / "a"))
-    assert_user_error(result, r"error in pass 'quantize-int4-weights' after \['fold-constants'\]: .*MatMul",
-                      tmp_path / "a")
+    assert_user_error(
+        result, r"error in pass 'quantize-int4-weights' after \['fold-constants'\]: .*MatMul", tmp_path / "a"
+    )

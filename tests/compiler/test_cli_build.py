@@ -43,7 +43,12 @@ def test_digits_int8_meets_its_budget_and_is_quantized(int8_build: dict, artifac
     fidelity = int8_build["metrics"]["fidelity"]
     assert fidelity["within_budget"] and fidelity["detail"]["accuracy_drop"] <= 0.5
     assert [s["stage"] for s in int8_build["stages"]] == [
-        "import", "fold-constants", "fuse", "quantize-static-int8", "compile (onnxruntime)"]
+        "import",
+        "fold-constants",
+        "fuse",
+        "quantize-static-int8",
+        "compile (onnxruntime)",
+    ]
     assert int8_build["metrics"]["size_ratio"] < 0.5  # int8 weights
     record_files = {f["name"]: f for f in int8_build["files"]}
     assert record_files["digits-cnn.onnx"]["bytes"] == (out / "digits-cnn.onnx").stat().st_size
@@ -61,9 +66,10 @@ def test_identical_rebuild_is_up_to_date(int8_build: dict, artifacts: Path) -> N
 
 def test_option_change_reruns_from_that_pass(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
     text = config.TARGETS_DIR.joinpath("desktop-int8.toml").read_text()
-    changed = text.replace('{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true }',
-                           '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true, '
-                           'calibration_samples = 64 }')
+    changed = text.replace(
+        '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true }',
+        '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true, calibration_samples = 64 }',
+    )
     assert changed != text
     target = tmp_path / "desktop-int8.toml"
     target.write_text(changed)
@@ -71,16 +77,32 @@ def test_option_change_reruns_from_that_pass(int8_build: dict, artifacts: Path, 
     assert code == 0, output
     record = json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
     cached = {s["stage"]: s["cached"] for s in record["stages"]}
-    assert cached == {"import": True, "fold-constants": True, "fuse": True, "quantize-static-int8": False,
-                      "compile (onnxruntime)": False}
+    assert cached == {
+        "import": True,
+        "fold-constants": True,
+        "fuse": True,
+        "quantize-static-int8": False,
+        "compile (onnxruntime)": False,
+    }
 
 
 def test_two_concurrent_builds_do_not_corrupt_each_other(int8_build: dict, artifacts: Path) -> None:
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
-    command = [sys.executable, "-m", "compiler.cli", "build", "-t", "desktop-fp32", "-m", "digits-cnn",
-               "--artifacts", str(artifacts)]
-    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "compiler.cli",
+        "build",
+        "-t",
+        "desktop-fp32",
+        "-m",
+        "digits-cnn",
+        "--artifacts",
+        str(artifacts),
+    ]
+    processes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     results = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], results
     out = artifacts / "digits-cnn" / "desktop-fp32"

@@ -32,7 +32,11 @@ def test_unknown_model_suggests() -> None:
 
 def _target(tmp_path: Path, body: str, name: str = "t1") -> Path:
     path = tmp_path / f"{name}.toml"
-    base = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text().replace('name = "desktop-fp32"', f'name = "{name}"')
+    base = (
+        config.TARGETS_DIR.joinpath("desktop-fp32.toml")
+        .read_text()
+        .replace('name = "desktop-fp32"', f'name = "{name}"')
+    )
     path.write_text(base + body if body.startswith("#") else body.replace("@NAME@", name))
     return path
 
@@ -72,8 +76,11 @@ def test_unknown_pass_and_option(tmp_path: Path) -> None:
 def test_pass_order_is_checked(tmp_path: Path) -> None:
     text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
     path = tmp_path / "desktop-fp32.toml"
-    path.write_text(text.replace('{ pass = "fold-constants" },\n  { pass = "fuse" },',
-                                 '{ pass = "fuse" },\n  { pass = "fold-constants" },'))
+    path.write_text(
+        text.replace(
+            '{ pass = "fold-constants" },\n  { pass = "fuse" },', '{ pass = "fuse" },\n  { pass = "fold-constants" },'
+        )
+    )
     with pytest.raises(ConfigError, match=r"'fold-constants' must come before 'fuse'"):
         config.load_target(str(path))
 
@@ -81,8 +88,12 @@ def test_pass_order_is_checked(tmp_path: Path) -> None:
 def test_option_type_is_checked(tmp_path: Path) -> None:
     text = config.TARGETS_DIR.joinpath("desktop-int8.toml").read_text()
     path = tmp_path / "desktop-int8.toml"
-    path.write_text(text.replace('{ pass = "quantize-dynamic-int8", per_channel = true, mixed',
-                                 '{ pass = "quantize-dynamic-int8", per_channel = "yes", mixed'))
+    path.write_text(
+        text.replace(
+            '{ pass = "quantize-dynamic-int8", per_channel = true, mixed',
+            '{ pass = "quantize-dynamic-int8", per_channel = "yes", mixed',
+        )
+    )
     with pytest.raises(ConfigError, match=r"option 'per_channel' must be true or false, got 'yes'"):
         config.load_target(str(path))
 
@@ -100,6 +111,6 @@ def test_recipe_missing_source_and_bad_metric(tmp_path: Path) -> None:
     path.write_text(text.replace('kind = "top1_accuracy"', 'kind = "top1"'))
     with pytest.raises(ConfigError, match=r"field 'metric.kind' is 'top1'; did you mean 'top1_accuracy'"):
         config.load_recipe(str(path))
-    path.write_text(text.replace('torch = "models.digits_cnn:build"', ''))
+    path.write_text(text.replace('torch = "models.digits_cnn:build"', ""))
     with pytest.raises(ConfigError, match=r"field 'source' needs exactly one of"):
         config.load_recipe(str(path))
