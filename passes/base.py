@@ -42,7 +42,7 @@ class Fidelity:
     """How close a model's outputs are to the FP32 reference, under the recipe's metric."""
 
     metric: str  # e.g. "embedding_cosine", "top1_accuracy", "output_cosine"
-    value: float  # the headline figure the budget applies to (mean cosine, accuracy drop, ...)
+    value: float  # the headline figure, always higher-is-better (mean cosine, top-1 accuracy, ...)
     within_budget: bool
     summary: str  # one human line: "mean cosine 0.9921 (min 0.9803); budget mean >= 0.99, each >= 0.95"
     detail: dict[str, float] = field(default_factory=dict)
@@ -96,6 +96,8 @@ class BasePass(ABC):
     must_precede: ClassVar[tuple[str, ...]] = ()
     # Passes that cannot be in the same list as this one.
     conflicts_with: ClassVar[tuple[str, ...]] = ()
+    # Other modules whose code changes this pass's output (shared helpers), relative to passes/.
+    extra_sources: ClassVar[tuple[str, ...]] = ()
     # What the pass needs from the context: "calibration", "evaluate", "train_data".
     needs: ClassVar[frozenset[str]] = frozenset()
 
@@ -109,9 +111,10 @@ class BasePass(ABC):
 
     @classmethod
     def fingerprint(cls) -> str:
-        """sha256 of this pass's own source file and of this infrastructure file."""
+        """sha256 of this pass's own source file, its declared extra sources and this file."""
         digest = hashlib.sha256()
-        for path in sorted({inspect.getfile(cls), __file__}):
+        here = Path(__file__).parent
+        for path in sorted({inspect.getfile(cls), __file__, *(str(here / name) for name in cls.extra_sources)}):
             digest.update(Path(path).read_bytes())
         return digest.hexdigest()
 

@@ -1,7 +1,6 @@
 """Sensitivity-driven mixed precision, shared by the INT8 quantize passes (not a pass itself).
 
-Also holds the little the two quantize passes share (`check_exclusions`, `quiet_preprocess_hint`,
-`shared_fingerprint`: a pass's cache key must change when this module does).
+Also holds the little the two quantize passes share (`check_exclusions`, `quiet_preprocess_hint`).
 
 A quantize pass hands over a `quantize(excluded)` function that rebuilds its quantized model with
 some nodes left in FP32, the names of the nodes it quantized, and the first quantized model.
@@ -24,12 +23,10 @@ verification gate then fails with its own message, which is where a budget failu
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -39,11 +36,6 @@ from compiler.progress import progress_bar
 from passes.base import Fidelity, PassContext
 
 Quantize = Callable[[tuple[str, ...]], onnx.ModelProto]
-
-# Fidelity metrics whose headline value improves downwards (an accuracy drop, an error). Every
-# other metric (cosine, accuracy) improves upwards. Fidelity carries no direction of its own.
-_LOWER_IS_BETTER = ("drop", "error", "loss", "distance")
-
 
 @dataclass(frozen=True)
 class SearchSettings:
@@ -65,11 +57,6 @@ class SearchOutcome:
 
     model: onnx.ModelProto
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def shared_fingerprint(pass_fingerprint: str) -> str:
-    """A quantize pass's fingerprint extended with this module, whose code changes its output too."""
-    return hashlib.sha256(pass_fingerprint.encode() + Path(__file__).read_bytes()).hexdigest()
 
 
 def check_exclusions(model: onnx.ModelProto, names: Sequence[str]) -> None:
@@ -120,7 +107,7 @@ def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onn
     with progress_bar() as bar:
         task = bar.add_task("mixed precision: sensitivity", total=len(units))
         for unit in units:
-            gains.append((_score(ctx.evaluate(quantize(unit))) - _score(first), unit))
+            gains.append((ctx.evaluate(quantize(unit)).value - first.value, unit))
             bar.advance(task)
     evaluations = 1 + len(units)
     ranked = [unit for gain, unit in sorted(gains, key=lambda pair: -pair[0]) if gain > 0]
@@ -190,16 +177,10 @@ def _units(model: onnx.ModelProto, candidates: Sequence[str],
     return blocks, "block"
 
 
-def _score(fidelity: Fidelity) -> float:
-    """The fidelity as a number where higher is better, whatever the metric's direction."""
-    lower = any(word in fidelity.metric for word in _LOWER_IS_BETTER)
-    return -fidelity.value if lower else fidelity.value
-
-
 def _rank(fidelity: Fidelity) -> tuple[bool, float]:
     """Within budget beats outside it (a budget can have parts the headline value does not show,
     such as a minimum per example); then the better headline value wins."""
-    return fidelity.within_budget, _score(fidelity)
+    return fidelity.within_budget, fidelity.value  # Fidelity.value is higher-is-better by contract
 
 
 def _satisfied(fidelity: Fidelity, settings: SearchSettings) -> bool:
@@ -207,9 +188,7 @@ def _satisfied(fidelity: Fidelity, settings: SearchSettings) -> bool:
         return False
     if settings.target_fidelity is None:
         return True
-    lower = any(word in fidelity.metric for word in _LOWER_IS_BETTER)
-    target = settings.target_fidelity
-    return fidelity.value <= target if lower else fidelity.value >= target
+    return fidelity.value >= settings.target_fidelity
 
 
 def _describe(fidelity: Fidelity) -> dict[str, Any]:

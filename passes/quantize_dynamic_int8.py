@@ -20,8 +20,7 @@ from passes.mixed_precision import (
     check_exclusions,
     quiet_preprocess_hint,
     search_exclusions,
-    shared_fingerprint,
-)
+    )
 
 # The op types ORT can quantize dynamically. Gemm is not among them (ORT leaves it in FP32).
 DynamicOpType = Literal["MatMul", "Attention", "Gather", "Conv", "LSTM", "EmbedLayerNormalization"]
@@ -55,6 +54,7 @@ class QuantizeDynamicInt8(GraphPass):
 
     name: ClassVar[str] = "quantize-dynamic-int8"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
+    extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
     conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-static-int8", "convert-fp16",
                                                  "quantize-int4-weights")
 
@@ -71,11 +71,6 @@ class QuantizeDynamicInt8(GraphPass):
         target_fidelity: float | None = None  # with mixed_precision: search until fidelity >= this
         max_excluded: int = 8
         search_evaluations: int = 48
-
-    @classmethod
-    def fingerprint(cls) -> str:
-        """Also covers passes/mixed_precision.py, whose code changes this pass's output."""
-        return shared_fingerprint(super().fingerprint())
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config

@@ -30,8 +30,7 @@ from passes.mixed_precision import (
     check_exclusions,
     quiet_preprocess_hint,
     search_exclusions,
-    shared_fingerprint,
-)
+    )
 
 _TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -58,6 +57,7 @@ class QuantizeStaticInt8(GraphPass):
 
     name: ClassVar[str] = "quantize-static-int8"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
+    extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
     needs: ClassVar[frozenset[str]] = frozenset({"calibration"})
     conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "convert-fp16",
                                                  "quantize-int4-weights")
@@ -77,11 +77,6 @@ class QuantizeStaticInt8(GraphPass):
         target_fidelity: float | None = None  # with mixed_precision: search until fidelity >= this
         max_excluded: int = 8
         search_evaluations: int = 48
-
-    @classmethod
-    def fingerprint(cls) -> str:
-        """Also covers passes/mixed_precision.py, whose code changes this pass's output."""
-        return shared_fingerprint(super().fingerprint())
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config

@@ -99,10 +99,10 @@ def test_search_options_are_checked(bert, tmp_path):
         apply_pass(QuantizeDynamicInt8(Dynamic(mixed_precision=True, max_excluded=0)), model, ctx)
 
 
-def test_search_handles_metrics_where_lower_is_better(tmp_path: Path):
-    """An accuracy-drop metric: the search must minimise it, not maximise it."""
+def test_search_excludes_the_most_sensitive_node_first(tmp_path: Path):
+    """An accuracy metric (Fidelity.value is higher-is-better by contract): the biggest gain wins."""
     model = onnx.ModelProto()
-    drops = {"a": 0.4, "b": 0.05, "c": -0.01}  # what excluding each node saves
+    gains = {"a": 0.4, "b": 0.05, "c": -0.01}  # accuracy points that excluding each node recovers
 
     def quantize(excluded: tuple[str, ...]) -> onnx.ModelProto:
         candidate = onnx.ModelProto()
@@ -111,8 +111,8 @@ def test_search_handles_metrics_where_lower_is_better(tmp_path: Path):
 
     def evaluate(candidate: onnx.ModelProto) -> Fidelity:
         excluded = [name for name in candidate.doc_string.split(",") if name]
-        drop = 1.0 - sum(drops[name] for name in excluded)
-        return Fidelity("top1_accuracy_drop", drop, drop <= 0.65, f"drop {drop:.2f}")
+        accuracy = 99.0 + sum(gains[name] for name in excluded)
+        return Fidelity("top1_accuracy", accuracy, accuracy >= 99.35, f"accuracy {accuracy:.2f}")
 
     ctx = PassContext(tmp_path, "generic", lambda: [], evaluate, "test")
     outcome = search_exclusions(model, quantize, quantize(()), ["a", "b", "c"], ctx, SearchSettings(max_excluded=2))
