@@ -118,16 +118,29 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         transformer_shape=imported.meta.get("transformer_shape", {}),
     )
 
+    # Row 0 is the unmodified FP32 export: the baseline every size and latency ratio is against.
     stages = [
         {
             "stage": "import",
             "kind": "import",
-            "path": imported.path / "model.onnx",
+            "path": imported.path / imported.meta.get("baseline", "model.onnx"),
             "cached": imported.hit,
             "seconds": imported.meta.get("_seconds", 0.0),
-            "stats": {"torch_passes": imported.meta["torch_passes"]},
+            "stats": {"exporter": imported.meta.get("exporter"), "export_check": imported.meta.get("export_check")},
         }
     ]
+    for torch_pass in imported.meta["torch_passes"]:  # PyTorch-level passes run inside the import stage
+        stages.append(
+            {
+                "stage": torch_pass["pass"],
+                "kind": "pass",
+                "path": imported.path / "model.onnx",
+                "cached": imported.hit,
+                "seconds": torch_pass["seconds"],
+                "stats": torch_pass["stats"],
+                "options": torch_pass["options"],
+            }
+        )
     current = imported.path / "model.onnx"
     done: list[str] = [p.name for p in torch_passes]
     for graph_pass in graph_passes:

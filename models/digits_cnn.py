@@ -11,19 +11,17 @@ Runtime latency at batch 32-64; otherwise INT8 and channel pruning could not sho
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-# Fixed so that training is bit-reproducible whatever the machine's core count (the result of a
-# float reduction can depend on how it is split across threads).
-TRAIN_THREADS = 2
+from passes.classifier_training import accuracy, fine_tune, reproducible
+
+__all__ = ["DigitsCNN", "accuracy", "build", "eval_data", "fine_tune", "load_splits", "train_data"]
+
 DEFAULT_EPOCHS = 12
-BATCH_SIZE = 64
 TEST_FRACTION = 0.2
 
 
@@ -88,57 +86,6 @@ def eval_data() -> tuple[np.ndarray, np.ndarray]:
     return splits.x_test, splits.y_test
 
 
-@contextmanager
-def _reproducible(seed: int) -> Iterator[None]:
-    """Seeded, deterministic, fixed-thread torch for the duration; global state restored after."""
-    threads = torch.get_num_threads()
-    deterministic = torch.are_deterministic_algorithms_enabled()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        torch.set_num_threads(TRAIN_THREADS)
-        torch.use_deterministic_algorithms(True)
-        try:
-            yield
-        finally:
-            torch.use_deterministic_algorithms(deterministic)
-            torch.set_num_threads(threads)
-
-
-def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3,
-              seed: int = 0) -> nn.Module:
-    """Train `module` in place on (x, y) with Adam + one-cycle LR and cross-entropy; returns it in eval mode.
-
-    Deterministic for a given seed (its own shuffling generator, fixed threads); the caller's global
-    RNG and thread settings are left as they were.
-    """
-    inputs, labels = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
-    steps_per_epoch = -(-len(inputs) // BATCH_SIZE)
-    with _reproducible(seed):
-        generator = torch.Generator().manual_seed(seed)
-        optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
-                                                       total_steps=epochs * steps_per_epoch)
-        module.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(inputs), generator=generator)
-            for start in range(0, len(inputs), BATCH_SIZE):
-                batch = order[start:start + BATCH_SIZE]
-                optimizer.zero_grad(set_to_none=True)
-                loss = nn.functional.cross_entropy(module(inputs[batch]), labels[batch])
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-    return module.eval()
-
-
-def accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy in percent of `module` (switched to eval mode) on (x, y)."""
-    module.eval()
-    with torch.no_grad():
-        predictions = module(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy()
-    return float((predictions == y).mean() * 100.0)
-
-
 def build(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> DigitsCNN:
     """Train a DigitsCNN from scratch on the training split; returns it in eval mode.
 
@@ -146,6 +93,6 @@ def build(seed: int = 0, epochs: int = DEFAULT_EPOCHS) -> DigitsCNN:
     environment -> bit-identical state_dict.
     """
     x, y = train_data()
-    with _reproducible(seed):
+    with reproducible(seed):
         model = DigitsCNN()  # initialised from the seeded generator
     return fine_tune(model, x, y, epochs=epochs, seed=seed)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import inspect
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -15,7 +12,7 @@ from torch import fx, nn
 from torch.nn import functional as F
 
 from compiler.errors import ConfigError, PassError, did_you_mean
-from models import digits_cnn
+from passes import classifier_training
 from passes.base import TorchPass, TorchPassContext
 
 # Ops a channel passes through unchanged: elementwise, or per channel like Dropout2d.
@@ -48,7 +45,7 @@ class PruneChannels(TorchPass):
     It keeps the `1 - ratio` channels (at least `min_channels`) with the largest filter L1 norm (times
     the scale of a BatchNorm right after the conv, which rescales channels) and rebuilds the conv,
     the BatchNorms and the consumer's inputs (a Linear loses the H*W features of each removed channel).
-    With training data it then fine-tunes the whole model with `models.digits_cnn.fine_tune` (Adam,
+    With training data it then fine-tunes the whole model with `passes.classifier_training.fine_tune` (Adam,
     one-cycle LR, cross-entropy, seeded; that file is part of this pass's digest).
 
     Needs: example inputs; training data optionally (without it the pruned model is returned
@@ -64,13 +61,8 @@ class PruneChannels(TorchPass):
     """
 
     name: ClassVar[str] = "prune-channels"
-
-    @classmethod
-    def fingerprint(cls) -> str:
-        """Also digests the file holding the shared `fine_tune` loop, which shapes this pass's output."""
-        digest = hashlib.sha256(super().fingerprint().encode())
-        digest.update(Path(inspect.getfile(digits_cnn)).read_bytes())
-        return digest.hexdigest()
+    # The shared fine-tune loop lives there; its code changes this pass's output.
+    extra_sources: ClassVar[tuple[str, ...]] = ("classifier_training.py",)
 
     @dataclass(frozen=True)
     class Config:
@@ -110,7 +102,7 @@ class PruneChannels(TorchPass):
 
         stats["fine_tuned"] = ctx.train_data is not None and self.config.fine_tune_epochs > 0
         if stats["fine_tuned"]:
-            digits_cnn.fine_tune(pruned, *ctx.train_data, epochs=self.config.fine_tune_epochs,
+            classifier_training.fine_tune(pruned, *ctx.train_data, epochs=self.config.fine_tune_epochs,
                                  lr=self.config.lr, seed=0)
             if ctx.eval_data is not None:
                 stats["accuracy_fine_tuned"] = _accuracy(pruned, *ctx.eval_data)
@@ -294,4 +286,4 @@ def _shapes(output: Any) -> Any:
 
 
 def _accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    return round(digits_cnn.accuracy(module, x, y), 4)
+    return round(classifier_training.accuracy(module, x, y), 4)

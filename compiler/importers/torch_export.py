@@ -51,6 +51,35 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
 
 
+def _export(module: torch.nn.Module, recipe: ModelRecipe, dataset: Dataset, path: Path) -> None:
+    names = [spec.name for spec in recipe.inputs]
+    output_names = [spec.name for spec in recipe.outputs] or ["output"]
+    dynamic_axes = {
+        spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
+        for spec in (*recipe.inputs, *recipe.outputs)
+    }
+    example = tuple(torch.from_numpy(dataset.verify[0][n]) for n in names)
+    step(f"exporting {path.name} (TorchScript exporter, opset {OPSET})")
+    try:
+        # Tracer and deprecation warnings are about the exporter's internals, not the user's model;
+        # the numeric check after export is what decides whether the export is right.
+        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                module,
+                example,
+                str(path),
+                input_names=names,
+                output_names=output_names,
+                dynamic_axes=dynamic_axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as error:  # the exporter raises many unrelated types for unsupported ops
+        raise ModelError(f"{recipe.name}: torch.onnx.export failed: {str(error).splitlines()[0]}") from error
+    module.eval()  # the exporter can leave wrapped models in train mode
+
+
 def export_checked(
     module: torch.nn.Module, recipe: ModelRecipe, dataset: Dataset, torch_passes: list[Any], directory: Path
 ) -> dict[str, Any]:
@@ -58,12 +87,14 @@ def export_checked(
     from passes.base import TorchPassContext
 
     names = [spec.name for spec in recipe.inputs]
-    output_names = [spec.name for spec in recipe.outputs] or ["output"]
     module.eval()
     step(f"computing FP32 reference outputs on {len(dataset.verify)} verification batches")
     reference = _torch_outputs(module, names, dataset.verify)
     save_reference(directory / "reference.npz", reference)
 
+    if torch_passes:
+        # The unmodified FP32 model is the size and latency baseline the pruned build is judged by.
+        _export(module, recipe, dataset, directory / "baseline.onnx")
     pass_stats = []
     for torch_pass in torch_passes:
         step(f"pass {torch_pass.name} (PyTorch)")
@@ -86,32 +117,8 @@ def export_checked(
             }
         )
 
-    dynamic_axes = {
-        spec.name: {i: d for i, d in enumerate(spec.shape) if isinstance(d, str)}
-        for spec in (*recipe.inputs, *recipe.outputs)
-    }
-    example = tuple(torch.from_numpy(dataset.verify[0][n]) for n in names)
     path = directory / "model.onnx"
-    step(f"exporting to ONNX (TorchScript exporter, opset {OPSET})")
-    try:
-        # Tracer and deprecation warnings are about the exporter's internals, not the user's model;
-        # the numeric check below is what decides whether the export is right.
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                module,
-                example,
-                str(path),
-                input_names=names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    except Exception as error:  # the exporter raises many unrelated types for unsupported ops
-        raise ModelError(f"{recipe.name}: torch.onnx.export failed: {str(error).splitlines()[0]}") from error
-    module.eval()  # the exporter can leave wrapped models in train mode
-
+    _export(module, recipe, dataset, path)
     check_batches = dataset.verify[:8]
     expected = _torch_outputs(module, names, check_batches)
     actual = run_batches(session(path), check_batches)
@@ -130,5 +137,6 @@ def export_checked(
         "opset": OPSET,
         "export_check": {"min_cosine": worst, "max_abs_diff": max_abs, "batches": len(check_batches)},
         "torch_passes": pass_stats,
+        "baseline": "baseline.onnx" if torch_passes else "model.onnx",
         "onnx_nodes": len(model.graph.node),
     }

@@ -12,6 +12,7 @@ from torch import nn
 
 from compiler.errors import ConfigError, PassError
 from models import digits_cnn
+from passes import base, classifier_training
 from passes.base import TorchPassContext
 from passes.prune_channels import PruneChannels
 
@@ -164,3 +165,8 @@ def test_conv_feeding_the_model_output_is_left_whole(tmp_path: Path) -> None:
     module, stats = PruneChannels().run(net, context(tmp_path))
     assert set(stats["layers"]) == {"0"} and "model output" in stats["skipped"]["2"]
     assert module(torch.rand(2, 1, 8, 8)).shape == (2, 16, 4, 4)
+
+
+def test_cache_key_covers_the_shared_fine_tune_loop() -> None:
+    (extra,) = PruneChannels.extra_sources
+    assert (Path(base.__file__).parent / extra).resolve() == Path(classifier_training.__file__).resolve()
