@@ -125,3 +125,19 @@ def test_build_from_onnx_file(artifacts: Path, tmp_path: Path) -> None:
     assert record["model"]["source"]["kind"] == "onnx"
     assert record["inputs"][0]["name"] == "image"
     assert record["metrics"]["fidelity"]["value"] > 0.999
+
+
+def test_speed_gate_fails_a_slower_optimised_build(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
+    """Dynamic INT8 on convolutions (ConvInteger) is slower than FP32: a 'fail' gate refuses it."""
+    target = tmp_path / "cnn-dynamic.toml"
+    target.write_text(
+        config.TARGETS_DIR.joinpath("desktop-fp32.toml")
+        .read_text()
+        .replace('name = "desktop-fp32"', 'name = "cnn-dynamic"')
+        .replace('{ pass = "fuse" },', '{ pass = "fuse" },\n  { pass = "quantize-dynamic-int8", op_types = ["Conv"] },')
+        .replace('speed_gate = "warn", max_latency_ratio = 1.10', 'speed_gate = "fail", max_latency_ratio = 1.0')
+    )
+    code, output = run_cli("build", "-t", str(target), "-m", "digits-cnn", "--artifacts", str(artifacts))
+    assert code == 3
+    assert "the latency of ORT FP32" in output and "speed_gate" in output
+    assert not (artifacts / "digits-cnn" / "cnn-dynamic").exists()
