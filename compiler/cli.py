@@ -114,7 +114,7 @@ def targets() -> None:
     for name in config.available(config.TARGETS_DIR):
         spec = config.load_target(name)
         preset = f" [preset: {spec.preset}]" if spec.preset else ""
-        click.echo(f"{name:<18} {spec.runtime:<12} {spec.precision:<6} {spec.description}{preset}")
+        click.echo(f"{name:<22} {spec.runtime:<12} {spec.precision:<6} {spec.description}{preset}")
 
 
 @main.command()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -194,3 +195,31 @@ def _satisfied(fidelity: Fidelity, settings: SearchSettings) -> bool:
 def _describe(fidelity: Fidelity) -> dict[str, Any]:
     return {"metric": fidelity.metric, "value": round(fidelity.value, 6),
             "within_budget": fidelity.within_budget, "summary": fidelity.summary}
+
+
+def search_if_enabled(config: Any, base: onnx.ModelProto, quantize: Quantize, quantized: onnx.ModelProto,
+                      candidates: list[str], ctx: PassContext) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
+    """Run the search when the pass's config asks for it (`mixed_precision`); returns the model, the
+    nodes still quantized and the search's stats (empty when it did not run)."""
+    if not config.mixed_precision:
+        return quantized, candidates, {}
+    settings = SearchSettings(config.max_excluded, config.search_evaluations, config.target_fidelity)
+    outcome = search_exclusions(base, quantize, quantized, candidates, ctx, settings)
+    kept = set(outcome.stats["excluded_nodes"])
+    return outcome.model, [name for name in candidates if name not in kept], {"mixed_precision": outcome.stats}
+
+
+def quantization_stats(base: onnx.ModelProto, original: onnx.ModelProto, quantized: onnx.ModelProto,
+                       candidates: list[str], user_excluded: Sequence[str], search: dict[str, Any]) -> dict[str, Any]:
+    """What a quantize pass reports: nodes quantized by op type, nodes left in float, sizes, plus
+    `search` (the mixed-precision stats and anything else the pass recorded)."""
+    op_type = {node.name: node.op_type for node in base.graph.node}
+    size_before, size_after = original.ByteSize(), quantized.ByteSize()
+    return {
+        "quantized_nodes": dict(sorted(Counter(op_type[name] for name in candidates).items())),
+        "excluded_nodes": [*user_excluded, *search.get("mixed_precision", {}).get("excluded_nodes", [])],
+        "size_bytes_before": size_before,
+        "size_bytes_after": size_after,
+        "size_ratio": round(size_after / size_before, 4),
+        **search,
+    }

@@ -6,7 +6,7 @@ import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import onnx
@@ -16,11 +16,11 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from compiler.errors import PassError
 from passes.base import GraphPass, PassContext, PassResult
 from passes.mixed_precision import (
-    SearchSettings,
     check_exclusions,
+    quantization_stats,
     quiet_preprocess_hint,
-    search_exclusions,
-    )
+    search_if_enabled,
+)
 
 # The op types ORT can quantize dynamically. Gemm is not among them (ORT leaves it in FP32).
 DynamicOpType = Literal["MatMul", "Attention", "Gather", "Conv", "LSTM", "EmbedLayerNormalization"]
@@ -108,26 +108,12 @@ class QuantizeDynamicInt8(GraphPass):
                 present = sorted({node.op_type for node in model.graph.node})
                 raise PassError(f"nothing to quantize: no {'/'.join(config.op_types)} node with constant "
                                 f"weights outside nodes_to_exclude; the model has {', '.join(present)}")
-            stats: dict[str, Any] = {}
-            if config.mixed_precision:
-                settings = SearchSettings(config.max_excluded, config.search_evaluations,
-                                          config.target_fidelity)
-                outcome = search_exclusions(model, quantize, quantized, candidates, ctx, settings)
-                quantized, stats["mixed_precision"] = outcome.model, outcome.stats
-                kept = set(outcome.stats["excluded_nodes"])
-                candidates = [name for name in candidates if name not in kept]
+            quantized, candidates, search = search_if_enabled(config, model, quantize, quantized, candidates, ctx)
 
-        op_type = {node.name: node.op_type for node in model.graph.node}
-        size_before, size_after = model.ByteSize(), quantized.ByteSize()
         stats = {
-            "quantized_nodes": dict(sorted(Counter(op_type[name] for name in candidates).items())),
-            "excluded_nodes": [*config.nodes_to_exclude, *stats.get("mixed_precision", {}).get("excluded_nodes", [])],
+            **quantization_stats(model, model, quantized, candidates, config.nodes_to_exclude, search),
             "embedding_quantization": (config.embedding_quantization if "Gather" in config.op_types
                                        else "none"),
-            "size_bytes_before": size_before,
-            "size_bytes_after": size_after,
-            "size_ratio": round(size_after / size_before, 4),
-            **stats,
         }
         if per_row and stats["quantized_nodes"].get("EmbedLayerNormalization"):
             stats["note"] = ("EmbedLayerNormalization holds the embedding tables, which ORT quantizes "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import sys
 import tempfile
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ from compiler.errors import DataError, PassError
 from compiler.progress import progress_bar
 from passes.base import Feeds, GraphPass, PassContext, PassResult
 from passes.mixed_precision import (
-    SearchSettings,
     check_exclusions,
+    quantization_stats,
     quiet_preprocess_hint,
-    search_exclusions,
-    )
+    search_if_enabled,
+)
 
 _TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
 _METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -135,25 +134,11 @@ class QuantizeStaticInt8(GraphPass):
                 wanted = "/".join(config.op_types_to_quantize) or "quantizable"
                 raise PassError(f"nothing to quantize: no {wanted} node outside nodes_to_exclude; "
                                 f"the model has {', '.join(present)}")
-            if config.mixed_precision:
-                settings = SearchSettings(config.max_excluded, config.search_evaluations,
-                                          config.target_fidelity)
-                outcome = search_exclusions(base, quantize, quantized, candidates, ctx, settings)
-                quantized, stats["mixed_precision"] = outcome.model, outcome.stats
-                kept = set(outcome.stats["excluded_nodes"])
-                candidates = [name for name in candidates if name not in kept]
+            quantized, candidates, search = search_if_enabled(config, base, quantize, quantized, candidates, ctx)
+            stats.update(search)
 
-        op_type = {node.name: node.op_type for node in base.graph.node}
-        size_before, size_after = model.ByteSize(), quantized.ByteSize()
-        stats = {
-            "quantized_nodes": dict(sorted(Counter(op_type[name] for name in candidates).items())),
-            "excluded_nodes": [*config.nodes_to_exclude, *stats.get("mixed_precision", {}).get("excluded_nodes", [])],
-            "size_bytes_before": size_before,
-            "size_bytes_after": size_after,
-            "size_ratio": round(size_after / size_before, 4),
-            **stats,
-        }
-        return PassResult(quantized, stats)
+        return PassResult(quantized, quantization_stats(base, model, quantized, candidates, config.nodes_to_exclude,
+                                                        stats))
 
 
 class _FeedReader(CalibrationDataReader):
