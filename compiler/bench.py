@@ -179,7 +179,7 @@ def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
             f"{row.size_bytes / 1e6:.1f}" if row.size_bytes else "-",
             f"{100 * row.size_bytes / fp32_size:.0f}%" if row.size_bytes else "-",
             row.fidelity_summary.split(";")[0] if row.fidelity_summary else "-",
-            row.note,
+            escape(row.note),
         )
     console.print(table)
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.markup import escape
 
 from compiler import config
 from compiler.errors import UserError
@@ -95,7 +96,7 @@ def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_js
     if outcome.up_to_date:
         step(f"{recipe.name} -> {spec.name}: up to date")
     for warning in outcome.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
     metrics = record["metrics"]
     step(f"fidelity: {metrics['fidelity']['summary']}")
     step(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -25,4 +26,4 @@ def progress_bar() -> Progress:
 
 def step(message: str) -> None:
     """One line of build progress."""
-    console.print(f"[bold cyan]>[/] {message}")
+    console.print(f"[bold cyan]>[/] {escape(message)}")

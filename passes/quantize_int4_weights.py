@@ -11,6 +11,7 @@ import onnx
 
 from compiler.errors import ConfigError, PassError, did_you_mean
 from passes.base import GraphPass, PassContext, PassResult
+from passes.mixed_precision import search_if_enabled
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 
@@ -35,6 +36,7 @@ class QuantizeInt4Weights(GraphPass):
     name: ClassVar[str] = "quantize-int4-weights"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "numpy")
     conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "quantize-static-int8")
+    extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
 
     @dataclass(frozen=True)
     class Config:
@@ -42,6 +44,10 @@ class QuantizeInt4Weights(GraphPass):
         symmetric: bool = True  # True: int4 without zero points; False: uint4 with zero points
         accuracy_level: int | None = None  # MatMulNBits compute type, 0-4; None leaves it to ORT
         nodes_to_exclude: tuple[str, ...] = ()  # MatMul node names to keep in float
+        mixed_precision: bool = False  # keep the most sensitive MatMuls in float until the budget holds
+        target_fidelity: float | None = None  # with mixed_precision: search until fidelity reaches this
+        max_excluded: int = 8
+        search_evaluations: int = 48
 
         def __post_init__(self) -> None:
             if self.block_size < 16 or self.block_size & (self.block_size - 1):
@@ -52,11 +58,6 @@ class QuantizeInt4Weights(GraphPass):
                                   f"got {self.accuracy_level}")
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        from onnxruntime.quantization.matmul_nbits_quantizer import (
-            DefaultWeightOnlyQuantConfig,
-            MatMulNBitsQuantizer,
-        )
-
         config = self.config
         candidates = _constant_weight_matmuls(model)
         if not candidates:
@@ -69,29 +70,40 @@ class QuantizeInt4Weights(GraphPass):
             raise PassError(f"nodes_to_exclude names '{unknown[0]}', which is not a MatMul with a constant "
                             f"weight; {did_you_mean(unknown[0], candidates)}")
 
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)  # the quantizer edits the model it is given
-        algo = DefaultWeightOnlyQuantConfig(block_size=config.block_size, is_symmetric=config.symmetric,
-                                            accuracy_level=config.accuracy_level, bits=4)
-        quantizer = MatMulNBitsQuantizer(copy, nodes_to_exclude=list(config.nodes_to_exclude),
-                                         algo_config=algo)
-        # It logs one INFO line per node; the build report carries the counts instead.
-        logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
-        level = logger.level
-        logger.setLevel(max(level, logging.WARNING))
-        try:
-            quantizer.process()
-        finally:
-            logger.setLevel(level)
-        quantized = quantizer.model.model
+        def quantize(excluded: tuple[str, ...]) -> onnx.ModelProto:
+            return _quantize(model, config, (*config.nodes_to_exclude, *excluded))
+
+        quantized = quantize(())
         ops = Counter(node.op_type for node in quantized.graph.node)
         if not ops["MatMulNBits"]:
             raise PassError(f"the quantizer left every MatMul in float "
                             f"(candidates: {sorted(candidates)[:5]})")
+        remaining = [name for name in candidates if name not in config.nodes_to_exclude]
+        quantized, _, search = search_if_enabled(config, model, quantize, quantized, remaining, ctx)
+        ops = Counter(node.op_type for node in quantized.graph.node)
         return PassResult(quantized, {
             "matmuls_quantized": ops["MatMulNBits"], "matmuls_left_float": ops["MatMul"],
-            "excluded": list(config.nodes_to_exclude),
-            "bytes_before": model.ByteSize(), "bytes_after": quantized.ByteSize()})
+            "excluded": [*config.nodes_to_exclude, *search.get("mixed_precision", {}).get("excluded_nodes", [])],
+            "bytes_before": model.ByteSize(), "bytes_after": quantized.ByteSize(), **search})
+
+
+def _quantize(model: onnx.ModelProto, config: QuantizeInt4Weights.Config, excluded: tuple[str, ...]) -> onnx.ModelProto:
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)  # the quantizer edits the model it is given
+    algo = DefaultWeightOnlyQuantConfig(block_size=config.block_size, is_symmetric=config.symmetric,
+                                        accuracy_level=config.accuracy_level, bits=4)
+    quantizer = MatMulNBitsQuantizer(copy, nodes_to_exclude=list(excluded), algo_config=algo)
+    # It logs one INFO line per node; the build report carries the counts instead.
+    logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        quantizer.process()
+    finally:
+        logger.setLevel(level)
+    return quantizer.model.model
 
 
 def _constant_weight_matmuls(model: onnx.ModelProto) -> list[str]:

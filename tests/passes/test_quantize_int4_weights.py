@@ -79,3 +79,15 @@ def test_unknown_excluded_node_is_refused(bert: tuple, tmp_path: Path) -> None:
 def test_bad_block_size_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="block_size.*power of two"):
         config_from_options(QuantizeInt4Weights.Config, {"block_size": 24}, "targets/x.toml passes[1]")
+
+
+def test_mixed_precision_keeps_sensitive_matmuls_in_float(bert: tuple, tmp_path: Path) -> None:
+    model, feeds = bert
+    plain = apply_pass(QuantizeInt4Weights(), model, make_context(model, feeds, tmp_path, "transformer"))
+    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=0.9999999)  # unreachable in 4 bits
+    result = apply_pass(QuantizeInt4Weights(QuantizeInt4Weights.Config(mixed_precision=True, max_excluded=2)),
+                        model, ctx)
+    search = result.stats["mixed_precision"]
+    assert 1 <= len(search["excluded_nodes"]) <= 2 and result.stats["excluded"] == search["excluded_nodes"]
+    assert result.stats["matmuls_quantized"] == 12 - len(search["excluded_nodes"])
+    assert ctx.evaluate(result.model).value > ctx.evaluate(plain.model).value
