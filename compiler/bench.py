@@ -157,6 +157,7 @@ def _reference_value(fidelity: Any) -> float:
 
 
 def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"{model}: batch shape {shape}, {THREADS} thread, interleaved medians (one run)")
