@@ -27,9 +27,20 @@ TEXT_INPUTS = tuple(TensorSpec(n, "int64", ("batch", "seq")) for n in ("input_id
 
 
 def _recipe(tmp_path: Path, **fields: object) -> ModelRecipe:
-    base = {"name": "m", "version": "1", "description": "", "path": tmp_path / "m.toml", "family": "generic",
-            "source_kind": "torch", "source": "", "inputs": (), "outputs": (), "data": {},
-            "metric": {"kind": "output_cosine"}, "bench": {}}
+    base = {
+        "name": "m",
+        "version": "1",
+        "description": "",
+        "path": tmp_path / "m.toml",
+        "family": "generic",
+        "source_kind": "torch",
+        "source": "",
+        "inputs": (),
+        "outputs": (),
+        "data": {},
+        "metric": {"kind": "output_cosine"},
+        "bench": {},
+    }
     return ModelRecipe(**{**base, **fields})
 
 
@@ -48,7 +59,8 @@ def factory_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "                              torch.nn.Dropout(0.5), torch.nn.Flatten(), torch.nn.Linear(64, 3))\n"
         "    return net.train()  # the importer must switch it to eval mode\n"
         "def not_a_module():\n"
-        "    return 42\n")
+        "    return 42\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "tiny_factory"
     sys.modules.pop("tiny_factory", None)
@@ -56,8 +68,13 @@ def factory_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_torch_factory_exports_in_eval_mode_with_dynamic_batch(tmp_path: Path, factory_module: str) -> None:
     inputs = (TensorSpec("image", "float32", ("batch", 1, 4, 4)),)
-    recipe = _recipe(tmp_path, source=f"{factory_module}:build", inputs=inputs,
-                     outputs=(TensorSpec("logits", "float32", ("batch", 3)),), bench={"batch": 5})
+    recipe = _recipe(
+        tmp_path,
+        source=f"{factory_module}:build",
+        inputs=inputs,
+        outputs=(TensorSpec("logits", "float32", ("batch", 3)),),
+        bench={"batch": 5},
+    )
     dataset = generated_dataset(inputs, {"batch": 2})
     meta = import_model(recipe, dataset, [], tmp_path)
     assert meta["opset"] == 17 and "dynamo=False" in meta["exporter"]
@@ -89,8 +106,9 @@ def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     directory = tmp_path_factory.mktemp("tiny-bert")
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=64)).save_pretrained(directory)
+    BertModel(
+        BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(directory)
     minilm = model_directory(config.load_recipe("minilm"))
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(minilm / name, directory / name)
@@ -100,9 +118,16 @@ def tiny_hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_huggingface_directory(tmp_path: Path, tiny_hf_dir: Path) -> None:
     sentences = tmp_path / "s.txt"
     sentences.write_text("A first sentence.\nA second, longer sentence about builds.\nThird.\nFourth one!\n")
-    recipe = _recipe(tmp_path, family="transformer", source_kind="huggingface_dir", source=str(tiny_hf_dir),
-                     inputs=TEXT_INPUTS, outputs=(TensorSpec("last_hidden_state", "float32", ("batch", "seq", 32)),),
-                     data={"representative": str(sentences), "max_length": 16}, bench={"batch": 1, "seq": 16})
+    recipe = _recipe(
+        tmp_path,
+        family="transformer",
+        source_kind="huggingface_dir",
+        source=str(tiny_hf_dir),
+        inputs=TEXT_INPUTS,
+        outputs=(TensorSpec("last_hidden_state", "float32", ("batch", "seq", 32)),),
+        data={"representative": str(sentences), "max_length": 16},
+        bench={"batch": 1, "seq": 16},
+    )
     dataset = load_dataset(recipe, tokenizer_dir=tiny_hf_dir)
     assert len(dataset.calibration) == 2 and len(dataset.verify) == 2
     assert dataset.bench["input_ids"].shape == (1, 16)
@@ -145,4 +170,6 @@ def test_onnx_file_reference_is_ort_fp32(tmp_path: Path) -> None:
     dataset = generated_dataset(inputs, {})
     meta = import_model(recipe, dataset, [], out)
     assert meta["opset"] == 17 and meta["export_check"] is None
-    np.testing.assert_array_equal(load_reference(out / "reference.npz")[0][0], run_batches(session(model), dataset.verify)[0][0])
+    np.testing.assert_array_equal(
+        load_reference(out / "reference.npz")[0][0], run_batches(session(model), dataset.verify)[0][0]
+    )

@@ -19,8 +19,9 @@ def test_embedding_cosine_pools_by_mask() -> None:
     noisy_padding = hidden.copy()
     noisy_padding[0, 3] += 100  # a padded position: must not count
     feeds = [{"attention_mask": np.array([[1, 1, 1, 0]])}]
-    fidelity = score({"kind": "embedding_cosine", "min_mean": 0.99, "min_each": 0.95}, [[hidden]], [[noisy_padding]],
-                     feeds, None)
+    fidelity = score(
+        {"kind": "embedding_cosine", "min_mean": 0.99, "min_each": 0.95}, [[hidden]], [[noisy_padding]], feeds, None
+    )
     assert fidelity.value == pytest.approx(1.0) and fidelity.within_budget
     fidelity = score({"kind": "embedding_cosine", "min_mean": 0.99}, [[hidden]], [[-hidden]], feeds, None)
     assert fidelity.value == pytest.approx(-1.0) and not fidelity.within_budget
@@ -42,8 +43,11 @@ def test_over_budget_names_metric_value_budget_and_pass(tmp_path: Path) -> None:
     good = Fidelity("top1_accuracy", 99.0, True, "ok")
     bad = Fidelity("top1_accuracy", 90.0, False, "top-1 accuracy 90.00% (drop 9.00 points); budget drop <= 0.5")
     check_fidelity(recipe, "after passes", good, [("import", good)])
-    with pytest.raises(BudgetError, match=r"after passes fidelity over budget: top-1 accuracy 90\.00%.*budget drop "
-                                          r"<= 0\.5; first over budget after pass 'quantize-static-int8'"):
+    with pytest.raises(
+        BudgetError,
+        match=r"after passes fidelity over budget: top-1 accuracy 90\.00%.*budget drop "
+        r"<= 0\.5; first over budget after pass 'quantize-static-int8'",
+    ):
         check_fidelity(recipe, "after passes", bad, [("import", good), ("quantize-static-int8", bad), ("x", bad)])
 
 
