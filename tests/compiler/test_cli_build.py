@@ -135,7 +135,7 @@ def test_speed_gate_fails_a_slower_optimised_build(int8_build: dict, artifacts: 
         .read_text()
         .replace('name = "desktop-fp32"', 'name = "cnn-dynamic"')
         .replace('{ pass = "fuse" },', '{ pass = "fuse" },\n  { pass = "quantize-dynamic-int8", op_types = ["Conv"] },')
-        .replace('speed_gate = "warn", max_latency_ratio = 1.10', 'speed_gate = "fail", max_latency_ratio = 1.0')
+        .replace('speed_gate = "warn"\nmax_latency_ratio = 1.10', 'speed_gate = "fail"\nmax_latency_ratio = 1.0')
     )
     code, output = run_cli("build", "-t", str(target), "-m", "digits-cnn", "--artifacts", str(artifacts))
     assert code == 3

@@ -37,7 +37,7 @@ def _target(tmp_path: Path, body: str, name: str = "t1") -> Path:
         .read_text()
         .replace('name = "desktop-fp32"', f'name = "{name}"')
     )
-    path.write_text(base + body if body.startswith("#") else body.replace("@NAME@", name))
+    path.write_text(body + base)  # prepended: top-level fields must come before the first [table]
     return path
 
 
