@@ -141,3 +141,16 @@ def test_speed_gate_fails_a_slower_optimised_build(int8_build: dict, artifacts: 
     assert code == 3
     assert "the latency of ORT FP32" in output and "speed_gate" in output
     assert not (artifacts / "digits-cnn" / "cnn-dynamic").exists()
+
+
+def test_minilm_desktop_int8_end_to_end(tmp_path: Path) -> None:
+    """The README's main job on the real MiniLM: budget met, INT8-sized, faster than ORT FP32."""
+    code, output = run_cli("build", "-t", "desktop-int8", "-m", "minilm", "--artifacts", str(tmp_path))
+    assert code == 0, output
+    record = json.loads((tmp_path / "minilm" / "desktop-int8" / "report.json").read_text())
+    fidelity = record["metrics"]["fidelity"]
+    assert fidelity["within_budget"] and fidelity["detail"]["mean_cosine"] >= 0.99
+    assert record["metrics"]["size_ratio"] <= 0.26
+    assert record["metrics"]["latency"]["ratio_vs_ort_fp32"] < 1.0  # loose: shared CI machines are noisy
+    assert [i["name"] for i in record["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert record["provenance"]["export_check"]["min_cosine"] > 0.9999
