@@ -42,7 +42,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(OLIVE)
-	$(BIN)/edgebuild bench
+	$(BIN)/edgebuild bench --repeats 100
 
 targets: $(STAMP)
 	@$(BIN)/edgebuild targets

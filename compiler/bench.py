@@ -20,7 +20,7 @@ import numpy as np
 from compiler import config
 from compiler.cache import Cache
 from compiler.errors import UserError
-from compiler.progress import console, step
+from compiler.progress import step
 
 THREADS = 1
 
@@ -157,6 +157,7 @@ def _reference_value(fidelity: Any) -> float:
 
 
 def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -182,7 +183,8 @@ def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
             row.fidelity_summary.split(";")[0] if row.fidelity_summary else "-",
             escape(row.note),
         )
-    console.print(table)
+    # Tables are the benchmark's output: stdout, wide enough to stay readable when piped to a file.
+    Console(width=max(Console().width, 170)).print(table)
 
 
 def run_bench(models: list[str], repeats: int = 50, olive: bool = True, json_path: Path | None = None) -> None:
