@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ def write_reports(directory: Path, record: dict[str, Any]) -> None:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    environment.filters["json"] = lambda value: json.dumps(value, sort_keys=True)  # tojson HTML-escapes ">="
     text = environment.get_template("report.md.j2").render(r=record)
     (directory / "report.md").write_text(text)
     plot(record, directory / "report.png")
