@@ -39,6 +39,16 @@ from passes.base import Fidelity, PassContext
 Quantize = Callable[[tuple[str, ...]], onnx.ModelProto]
 
 @dataclass(frozen=True)
+class MixedPrecisionOptions:
+    """The options every quantize pass's Config inherits (they feed `search_if_enabled`)."""
+
+    mixed_precision: bool = False  # keep the most sensitive nodes in float until the budget holds
+    target_fidelity: float | None = None  # with mixed_precision: search until fidelity >= this
+    max_excluded: int = 8  # at most this many nodes stay in float
+    search_evaluations: int = 48  # at most this many sensitivity measurements
+
+
+@dataclass(frozen=True)
 class SearchSettings:
     """The mixed-precision options of a quantize pass's Config."""
 
@@ -197,7 +207,8 @@ def _describe(fidelity: Fidelity) -> dict[str, Any]:
             "within_budget": fidelity.within_budget, "summary": fidelity.summary}
 
 
-def search_if_enabled(config: Any, base: onnx.ModelProto, quantize: Quantize, quantized: onnx.ModelProto,
+def search_if_enabled(config: MixedPrecisionOptions, base: onnx.ModelProto, quantize: Quantize,
+                      quantized: onnx.ModelProto,
                       candidates: list[str], ctx: PassContext) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
     """Run the search when the pass's config asks for it (`mixed_precision`); returns the model, the
     nodes still quantized and the search's stats (empty when it did not run)."""

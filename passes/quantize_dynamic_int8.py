@@ -16,6 +16,7 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from compiler.errors import PassError
 from passes.base import GraphPass, PassContext, PassResult
 from passes.mixed_precision import (
+    MixedPrecisionOptions,
     check_exclusions,
     quantization_stats,
     quiet_preprocess_hint,
@@ -59,7 +60,7 @@ class QuantizeDynamicInt8(GraphPass):
                                                  "quantize-int4-weights")
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(MixedPrecisionOptions):
         per_channel: bool = True
         weight_type: Literal["int8", "uint8"] = "int8"
         op_types: tuple[DynamicOpType, ...] = ("MatMul", "Attention", "Gather", "EmbedLayerNormalization")
@@ -67,10 +68,6 @@ class QuantizeDynamicInt8(GraphPass):
         embedding_quantization: Literal["per-row", "per-tensor"] = "per-row"
         nodes_to_exclude: tuple[str, ...] = ()
         reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI (saturation)
-        mixed_precision: bool = False
-        target_fidelity: float | None = None  # with mixed_precision: search until fidelity >= this
-        max_excluded: int = 8
-        search_evaluations: int = 48
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config

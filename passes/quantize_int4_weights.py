@@ -11,7 +11,7 @@ import onnx
 
 from compiler.errors import ConfigError, PassError, did_you_mean
 from passes.base import GraphPass, PassContext, PassResult
-from passes.mixed_precision import search_if_enabled
+from passes.mixed_precision import MixedPrecisionOptions, search_if_enabled
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
 
@@ -39,15 +39,11 @@ class QuantizeInt4Weights(GraphPass):
     extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(MixedPrecisionOptions):
         block_size: int = 32  # weights per scale, along the input dimension; a power of two >= 16
         symmetric: bool = True  # True: int4 without zero points; False: uint4 with zero points
         accuracy_level: int | None = None  # MatMulNBits compute type, 0-4; None leaves it to ORT
         nodes_to_exclude: tuple[str, ...] = ()  # MatMul node names to keep in float
-        mixed_precision: bool = False  # keep the most sensitive MatMuls in float until the budget holds
-        target_fidelity: float | None = None  # with mixed_precision: search until fidelity reaches this
-        max_excluded: int = 8
-        search_evaluations: int = 48
 
         def __post_init__(self) -> None:
             if self.block_size < 16 or self.block_size & (self.block_size - 1):

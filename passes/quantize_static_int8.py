@@ -25,6 +25,7 @@ from compiler.errors import DataError, PassError
 from compiler.progress import progress_bar
 from passes.base import Feeds, GraphPass, PassContext, PassResult
 from passes.mixed_precision import (
+    MixedPrecisionOptions,
     check_exclusions,
     quantization_stats,
     quiet_preprocess_hint,
@@ -62,7 +63,7 @@ class QuantizeStaticInt8(GraphPass):
                                                  "quantize-int4-weights")
 
     @dataclass(frozen=True)
-    class Config:
+    class Config(MixedPrecisionOptions):
         per_channel: bool = True
         activation_type: Literal["uint8", "int8"] = "uint8"
         weight_type: Literal["int8", "uint8"] = "int8"
@@ -72,10 +73,6 @@ class QuantizeStaticInt8(GraphPass):
         op_types_to_quantize: tuple[str, ...] = ()  # empty: every op type ORT's QDQ quantizer knows
         reduce_range: bool = False  # 7-bit weights: for x86 CPUs without VNNI (saturation)
         preprocess: bool = True
-        mixed_precision: bool = False
-        target_fidelity: float | None = None  # with mixed_precision: search until fidelity >= this
-        max_excluded: int = 8
-        search_evaluations: int = 48
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config
