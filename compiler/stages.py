@@ -84,7 +84,8 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         "import",
         inputs={"source": source_digest, "data": data_digest},
         config={
-            "recipe": {k: v for k, v in recipe.__dict__.items() if k not in ("path", "description")},
+            # Only what changes the export: a new metric budget must not re-run the import.
+            "recipe": {k: getattr(recipe, k) for k in ("source_kind", "source", "inputs", "outputs")},
             "torch_passes": [(p.name, p.options(), p.fingerprint()) for p in torch_passes],
         },
         code=sha256_tree(IMPORT_CODE),
