@@ -154,3 +154,16 @@ def test_minilm_desktop_int8_end_to_end(tmp_path: Path) -> None:
     assert record["metrics"]["latency"]["ratio_vs_ort_fp32"] < 1.0  # loose: shared CI machines are noisy
     assert [i["name"] for i in record["inputs"]] == ["input_ids", "attention_mask", "token_type_ids"]
     assert record["provenance"]["export_check"]["min_cosine"] > 0.9999
+
+
+def test_budget_change_reuses_the_import(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
+    """The metric budget is not part of the import key (no re-export, no retraining)."""
+    recipe = tmp_path / "digits-cnn.toml"
+    recipe.write_text(
+        config.MODELS_DIR.joinpath("digits-cnn.toml").read_text().replace("max_drop = 0.5", "max_drop = 1.0")
+    )
+    code, output = run_cli("build", "-t", "desktop-int8", "-m", str(recipe), "--artifacts", str(artifacts))
+    assert code == 0, output
+    record = json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
+    assert record["stages"][0]["cached"] is True
+    assert "budget drop <= 1.0" in record["metrics"]["fidelity"]["summary"]
