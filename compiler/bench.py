@@ -47,7 +47,11 @@ def _torch_module(recipe: config.ModelRecipe) -> Any:
     return load_huggingface_module(recipe)[0].eval()
 
 
-def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
+def bench_model(name: str, repeats: int, olive: bool, workdir: Path) -> list[Row]:
+    """Build every desktop target for recipe `name` and time everything side by side.
+
+    `workdir` holds scratch files (Olive's output) until the timing is done.
+    """
     import torch
 
     from compiler.pipeline import build
@@ -95,10 +99,9 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
         from compiler.olive_peer import auto_opt_int8
 
         step(f"bench {recipe.name}: Olive auto-opt INT8 (peer)")
-        cache = Cache()
         try:
             source = imported if recipe.source_kind == "torch" else _olive_source(recipe)
-            olive_path = auto_opt_int8(source, cache.scratch(), is_onnx=source.suffix == ".onnx")
+            olive_path = auto_opt_int8(source, workdir / recipe.name, is_onnx=source.suffix == ".onnx")
             olive_fidelity = evaluate(olive_path)
             size = sum(p.stat().st_size for p in olive_path.parent.glob(olive_path.name + "*"))
             rows["olive"] = Row(
@@ -130,13 +133,7 @@ def bench_model(name: str, repeats: int, olive: bool) -> list[Row]:
 
     runners = {"torch": torch_run}
     runners.update({key: ort_runner(session(path, threads=THREADS), dataset.bench) for key, path in paths.items()})
-    try:
-        seconds = measure_latency(
-            runners, repeats=repeats, label=f"{recipe.name}: timing {len(runners)} configurations"
-        )
-    finally:
-        if olive:
-            cache.close()
+    seconds = measure_latency(runners, repeats=repeats, label=f"{recipe.name}: timing {len(runners)} configurations")
     for key, value in seconds.items():
         rows[key].latency_ms = value * 1000
         rows[key].ratio_vs_ort = value / seconds["ort-fp32"]
@@ -189,11 +186,15 @@ def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
 
 def run_bench(models: list[str], repeats: int = 50, olive: bool = True, json_path: Path | None = None) -> None:
     results: dict[str, Any] = {}
-    for name in models:
-        rows = bench_model(name, repeats, olive)
-        recipe = config.load_recipe(name)
-        print_table(name, rows, recipe.bench)
-        results[name] = {"bench_shape": recipe.bench, "threads": THREADS, "rows": [asdict(r) for r in rows]}
+    scratch = Cache()
+    try:
+        for name in models:
+            rows = bench_model(name, repeats, olive, scratch.scratch())
+            recipe = config.load_recipe(name)
+            print_table(name, rows, recipe.bench)
+            results[name] = {"bench_shape": recipe.bench, "threads": THREADS, "rows": [asdict(r) for r in rows]}
+    finally:
+        scratch.close()
     if json_path is not None:
         json_path.write_text(
             json.dumps(results, indent=2, default=lambda v: float(v) if isinstance(v, np.floating) else v)

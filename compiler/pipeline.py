@@ -25,7 +25,6 @@ from compiler.cache import (
     sha256_bytes,
     sha256_file,
     sha256_tree,
-    stage_key,
     tool_versions,
 )
 from compiler.config import ROOT, ModelRecipe, TargetSpec
@@ -205,4 +204,4 @@ def _publish(out_dir: Path, result: Any, record: dict[str, Any]) -> None:
         raise
 
 
-__all__ = ["BuildOutcome", "build", "build_key", "output_dir", "stage_key"]
+__all__ = ["BuildOutcome", "build", "build_key", "output_dir"]
