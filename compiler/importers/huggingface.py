@@ -11,8 +11,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from compiler.config import ModelRecipe
 from compiler.errors import ConfigError, ModelError
 
@@ -45,24 +43,12 @@ def transformer_shape(directory: Path) -> dict[str, int]:
     return {"num_heads": int(config.get("num_attention_heads", 0)), "hidden_size": int(config.get("hidden_size", 0))}
 
 
-class KeywordWrapper(torch.nn.Module):
-    """Positional inputs in the recipe's order -> keyword call -> the recipe's named outputs.
-
-    transformers 5 models take keyword arguments only, and the exporter passes positionals.
-    """
-
-    def __init__(self, inner: torch.nn.Module, input_names: list[str], output_names: list[str]) -> None:
-        super().__init__()
-        self.inner, self.input_names, self.output_names = inner, input_names, output_names
-
-    def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = self.inner(**dict(zip(self.input_names, args, strict=True)))
-        return tuple(getattr(out, name) for name in self.output_names)
-
-
-def load_huggingface_module(recipe: ModelRecipe) -> tuple[torch.nn.Module, dict[str, Any]]:
+def load_huggingface_module(recipe: ModelRecipe) -> tuple[Any, dict[str, Any]]:
+    """The model in a KeywordWrapper (a torch.nn.Module) and its transformer shape."""
     from transformers import AutoModel
     from transformers.utils import logging as transformers_logging
+
+    from .keyword_wrapper import KeywordWrapper
 
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import Any
 
 from compiler.config import ModelRecipe
 from compiler.data import load_callable
 from compiler.errors import ModelError
 
 
-def load_factory_module(recipe: ModelRecipe) -> torch.nn.Module:
+def load_factory_module(recipe: ModelRecipe) -> Any:
     """Call the factory and check it returned an nn.Module."""
+    import torch
+
     factory = load_callable(recipe.source, f"{recipe.path}: field 'source.torch'")
     module = factory()
     if not isinstance(module, torch.nn.Module):
