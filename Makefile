@@ -54,4 +54,4 @@ passes: $(STAMP)
 	@$(BIN)/edgebuild passes
 
 clean:
-	rm -rf artifacts/cache $(filter-out artifacts/README.md,$(wildcard artifacts/*))
+	rm -rf $(filter-out artifacts/README.md,$(wildcard artifacts/*))
