@@ -167,3 +167,14 @@ def test_budget_change_reuses_the_import(int8_build: dict, artifacts: Path, tmp_
     record = json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
     assert record["stages"][0]["cached"] is True
     assert "budget drop <= 1.0" in record["metrics"]["fidelity"]["summary"]
+
+
+def test_rebuild_from_scratch_is_byte_identical(int8_build: dict, tmp_path: Path) -> None:
+    """Same inputs, no cache, another directory (training included): the same artifact bytes."""
+    code, output = run_cli(
+        "build", "-t", "desktop-int8", "-m", "digits-cnn", "--no-cache", "--artifacts", str(tmp_path)
+    )
+    assert code == 0, output
+    record = json.loads((tmp_path / "digits-cnn" / "desktop-int8" / "report.json").read_text())
+    assert record["files"] == int8_build["files"]
+    assert list((tmp_path / "cache").iterdir()) == []  # --no-cache keeps nothing
