@@ -165,6 +165,16 @@ def inspect(path: Path) -> None:
 
 
 @main.command()
+@click.argument("directory", type=click.Path(path_type=Path))
+def replay(directory: Path) -> None:
+    """Re-run just the pass that failed, from the reproducer a failed build printed."""
+    from compiler.reproducer import replay as run_replay
+
+    stats = run_replay(directory)
+    click.echo(json.dumps(stats, indent=2, sort_keys=True, default=str))
+
+
+@main.command()
 @click.option("-m", "--model", "models_", multiple=True, help="Recipe(s) to benchmark (default: all).")
 @click.option("--repeats", default=50, show_default=True, help="Timed runs per model (interleaved).")
 @click.option("--no-olive", is_flag=True, help="Skip the Olive auto-opt peer column.")

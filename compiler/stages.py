@@ -9,10 +9,12 @@ from typing import Any
 
 import onnx
 
+from compiler import reproducer
 from compiler.backends import backend_for
 from compiler.cache import Cache, sha256_file, sha256_tree, stage_key, tool_versions
 from compiler.config import ROOT, ModelRecipe, TargetSpec
 from compiler.data import Dataset, load_dataset
+from compiler.errors import PassError
 from compiler.importers import import_model
 from compiler.importers.torch_export import load_reference
 from compiler.progress import step
@@ -156,7 +158,13 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         def run_pass(directory: Path, graph_pass: GraphPass = graph_pass, source: Path = current) -> dict[str, Any]:
             step(f"pass {graph_pass.name}")
             started = time.perf_counter()
-            result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
+            try:
+                result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
+            except PassError as error:
+                shape = dict(context.transformer_shape)
+                where = reproducer.write(cache.root, graph_pass.name, graph_pass.options(), source,
+                                         recipe.family, shape, list(done))
+                raise PassError(f"{error} (reproducer: edgebuild replay {where})") from error
             onnx.save(result.model, str(directory / "model.onnx"))
             return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
 

@@ -131,3 +131,11 @@ def test_pass_that_cannot_apply_names_the_pass(tmp_path: Path) -> None:
     assert_user_error(
         result, r"error in pass 'quantize-int4-weights' after \['fold-constants'\]: .*MatMul", tmp_path / "a"
     )
+    # The failing pass left a reproducer; `edgebuild replay` re-runs just that pass and fails the same way.
+    import re
+
+    where = re.search(r"reproducer: edgebuild replay (\S+)\)", result.stderr).group(1)
+    assert Path(where).is_relative_to(tmp_path / "a" / "cache")
+    replayed = edgebuild("replay", where)
+    assert replayed.returncode == 2 and "Traceback" not in replayed.stderr
+    assert "error in pass 'quantize-int4-weights' after ['fold-constants']" in replayed.stderr
