@@ -36,7 +36,7 @@ $(OLIVE): $(STAMP) requirements-olive.lock
 setup: $(STAMP)
 
 build: $(STAMP)
-	@$(BIN)/edgebuild build --target $(target) --model $(model)
+	@$(BIN)/edgebuild build --target $(target) --model $(model) --package
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests

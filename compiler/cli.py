@@ -21,6 +21,8 @@ from compiler.errors import UserError
 from compiler.pipeline import ARTIFACTS
 from compiler.progress import console, step
 
+KEY_HELP = "Signing key (default: $EDGEBUILD_SIGNING_KEY, else the development key)."
+
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> object:
@@ -76,8 +78,25 @@ def _onnx_recipe(path: Path) -> config.ModelRecipe:
     show_default=True,
     help="Where builds (<model>/<target>/) and the cache (cache/) go.",
 )
-def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_json: bool, artifacts: Path) -> None:
-    """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify."""
+@click.option(
+    "--package/--no-package",
+    "make_bundle",
+    default=True,
+    show_default=True,
+    help="Also write the signed bundle (skipped when up to date).",
+)
+@click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
+def build(
+    target: str,
+    model: str,
+    onnx_path: Path | None,
+    no_cache: bool,
+    as_json: bool,
+    artifacts: Path,
+    make_bundle: bool,
+    key: Path | None,
+) -> None:
+    """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify, package."""
     from compiler.cache import Cache
     from compiler.pipeline import build as run_build
     from compiler.pipeline import output_dir
@@ -105,8 +124,72 @@ def build(target: str, model: str, onnx_path: Path | None, no_cache: bool, as_js
     )
     step(f"artifact: {outcome.out_dir / record['artifact']}")
     step(f"report:   {outcome.out_dir / 'report.md'} (record: report.json, plot: report.png)")
+    if make_bundle:
+        _package(outcome.out_dir, key)
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))
+
+
+def _package(build_dir: Path, key: Path | None) -> None:
+    from compiler.packaging import package as make_package
+
+    outcome = make_package(build_dir, key)
+    if outcome.development_key:
+        step("note: signed with the DEVELOPMENT key (not for release; use --key or EDGEBUILD_SIGNING_KEY)")
+    state = "up to date" if outcome.up_to_date else "written"
+    step(f"bundle:   {outcome.bundle} ({state}; signature {outcome.signature.name})")
+
+
+@main.command()
+@click.option("-t", "--target", required=True, help="Target name (see `edgebuild targets`) or a .toml path.")
+@click.option("-m", "--model", default="minilm", show_default=True, help="Recipe name or a .toml path.")
+@click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
+@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
+def package(target: str, model: str, key: Path | None, artifacts: Path) -> None:
+    """Package an existing build (its report.json) into <model>-<version>-<target>.tar + .sig."""
+    name = config.load_recipe(model).name if not model.endswith(".onnx") else Path(model).stem
+    spec_name = config.load_target(target, check_passes=False).name
+    _package(artifacts / name / spec_name, key)
+
+
+@main.command()
+def schema() -> None:
+    """Print the bundle manifest's JSON Schema (edgebuild.manifest/1)."""
+    from compiler.packaging.manifest import SCHEMA_PATH
+
+    click.echo(SCHEMA_PATH.read_text(), nl=False)
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--public-key", required=True, type=click.Path(path_type=Path), help="PEM public key to verify with.")
+@click.option("--signature", type=click.Path(path_type=Path), help="Signature file (default: BUNDLE.sig).")
+def verify(bundle: Path, public_key: Path, signature: Path | None) -> None:
+    """Check a bundle: tar safety, manifest schema, file digests, model-signing signature."""
+    from compiler.packaging import verify_bundle
+
+    problems = verify_bundle(bundle, public_key, signature)
+    for problem in problems:
+        click.echo(f"edgebuild: verify: {problem}", err=True)
+    if problems:
+        sys.exit(4)
+    click.echo(f"OK: {bundle} is intact and signed by {public_key}")
+
+
+@main.group()
+def keys() -> None:
+    """Manage signing keys (development keys for local builds)."""
+
+
+@keys.command("init")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), help="Default: ~/.config/edgebuild/keys.")
+def keys_init(directory: Path | None) -> None:
+    """Create a DEVELOPMENT ECDSA P-256 key pair (refuses to overwrite)."""
+    from compiler.packaging.signing import default_key_dir, init_keys
+
+    private_path, public_path = init_keys(directory or default_key_dir())
+    click.echo(f"development private key: {private_path} (never commit; not for release bundles)")
+    click.echo(f"development public key:  {public_path}")
 
 
 @main.command()

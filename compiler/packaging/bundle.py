@@ -1,0 +1,206 @@
+"""Package a build directory into a bundle, and verify a bundle.
+
+The bundle `<model>-<version>-<target>.tar` holds the artifact file(s), `manifest.json` and
+`README.md`; it is byte-for-byte a function of report.json, the artifact bytes, the packaging code
+and SOURCE_DATE_EPOCH. The model-signing signature covers those same files and lies beside it as
+`<bundle>.sig`: ECDSA signing is randomised, so its bytes differ on every signing and keeping it
+out of the tar keeps the tar reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from compiler.cache import canonical_json, sha256_bytes, sha256_file, sha256_tree
+from compiler.config import ROOT
+from compiler.errors import UserError
+from compiler.packaging import manifest as manifest_module
+from compiler.packaging import signing, tarball
+
+RECORD = "report.json"
+README_TEMPLATE = ROOT / "templates" / "bundle_readme.md.j2"
+
+
+class PackagingError(UserError):
+    """The build directory cannot be packaged (no record, missing or changed artifact)."""
+
+
+@dataclass
+class PackageOutcome:
+    bundle: Path
+    signature: Path
+    up_to_date: bool
+    development_key: bool
+
+
+def bundle_name(record: dict[str, Any]) -> str:
+    """`<model>-<version>-<target>` (without .tar)."""
+    return f"{record['model']['name']}-{record['model']['version']}-{record['target']['name']}"
+
+
+def _load_record(build_dir: Path) -> dict[str, Any]:
+    path = build_dir / RECORD
+    if not path.is_file():
+        raise PackagingError(f"{path} does not exist; run `edgebuild build` for this model and target first")
+    record: dict[str, Any] = json.loads(path.read_text())
+    if record.get("schema") != "edgebuild.build-result/1":
+        raise PackagingError(f"{path}: schema {record.get('schema')!r}, expected 'edgebuild.build-result/1'")
+    return record
+
+
+def _stamp(build_dir: Path, key: Path) -> str:
+    """Everything the bundle and signature depend on: when unchanged, packaging is skipped."""
+    return sha256_bytes(
+        canonical_json(
+            {
+                "record": sha256_file(build_dir / RECORD),
+                "key": sha256_bytes(signing.public_key_pem(key)),
+                "epoch": tarball.source_date_epoch(),
+                "code": sha256_tree([Path(__file__).parent, README_TEMPLATE]),
+            }
+        ).encode()
+    )
+
+
+def render_readme(manifest: dict[str, Any]) -> bytes:
+    """README.md from templates/bundle_readme.md.j2 (no timestamps: reproducible)."""
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(README_TEMPLATE.parent)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return environment.get_template(README_TEMPLATE.name).render(m=manifest).encode()
+
+
+def payload(build_dir: Path, record: dict[str, Any]) -> dict[str, bytes]:
+    """The bundle's files (name -> bytes): artifact(s) checked against the record, README, manifest."""
+    files: dict[str, bytes] = {}
+    listed = []
+    for entry in record["files"]:
+        path = build_dir / entry["name"]
+        data = path.read_bytes() if path.is_file() else None
+        if data is None or len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
+            raise PackagingError(f"{path} is missing or differs from {RECORD}; rebuild before packaging")
+        files[entry["name"]] = data
+        listed.append({"name": entry["name"], "sha256": entry["sha256"], "bytes": entry["bytes"], "role": "artifact"})
+    # The README describes the manifest, so it is rendered from it with a placeholder file list
+    # and then added to the list itself (the manifest cannot list its own digest).
+    draft = manifest_module.build_manifest(record, build_dir, listed)
+    readme = render_readme(draft)
+    files["README.md"] = readme
+    listed.append({"name": "README.md", "sha256": sha256_bytes(readme), "bytes": len(readme), "role": "readme"})
+    final = dict(draft, files=sorted(listed, key=lambda f: f["name"]))
+    manifest_module.validate(final)
+    files["manifest.json"] = manifest_module.dumps(final)
+    return files
+
+
+def package(build_dir: Path, key: Path | None = None, force: bool = False) -> PackageOutcome:
+    """Write `<bundle>.tar` and `<bundle>.tar.sig` into `build_dir`, unless already up to date.
+
+    A concurrent build of the same model and target may swap `build_dir` for its own while this
+    runs (pipeline._publish renames directories): files then vanish under us, and packaging starts
+    again from the new directory's record (a real error is raised after the last try).
+    """
+    for attempt in range(3):
+        try:
+            return _package_once(build_dir, key, force)
+        except (FileNotFoundError, PackagingError):
+            if attempt == 2:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+def _package_once(build_dir: Path, key: Path | None, force: bool) -> PackageOutcome:
+    record = _load_record(build_dir)
+    private_key, development = signing.resolve_key(key)
+    bundle = build_dir / f"{bundle_name(record)}.tar"
+    signature = bundle.with_name(bundle.name + ".sig")
+    stamp_path = build_dir / f".{bundle.name}.stamp"
+    stamp = _stamp(build_dir, private_key)
+    fresh = bundle.is_file() and signature.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp
+    if fresh and not force:
+        return PackageOutcome(bundle, signature, True, development)
+    files = payload(build_dir, record)
+    with tempfile.TemporaryDirectory(prefix="edgebuild-package-") as staging:
+        # model-signing records the directory's name as the subject: keep it fixed.
+        content = Path(staging) / bundle_name(record)
+        content.mkdir()
+        for name, data in files.items():
+            (content / name).write_bytes(data)
+        signing.sign_directory(content, private_key, signature)
+    tarball.write_tar(bundle, files)
+    temp_stamp = stamp_path.with_name(f"{stamp_path.name}.{os.getpid()}")
+    temp_stamp.write_text(stamp)
+    os.replace(temp_stamp, stamp_path)
+    return PackageOutcome(bundle, signature, False, development)
+
+
+def _file_problems(files: dict[str, bytes], listed: list[dict[str, Any]]) -> list[str]:
+    """Compare the tar's files with the manifest's list: modified, resized, added, removed, renamed."""
+    problems = []
+    expected = {entry["name"]: entry for entry in listed}
+    present = {name: data for name, data in files.items() if name != "manifest.json"}
+    removed = sorted(set(expected) - set(present))
+    added = sorted(set(present) - set(expected))
+    for name in sorted(set(expected) & set(present)):
+        data, entry = present[name], expected[name]
+        if len(data) != entry["bytes"]:
+            problems.append(f"modified file '{name}': {len(data)} bytes, manifest says {entry['bytes']}")
+        elif sha256_bytes(data) != entry["sha256"]:
+            problems.append(f"modified file '{name}': sha256 differs from the manifest")
+    added_by_digest = {sha256_bytes(present[name]): name for name in added}
+    for name in removed:
+        new_name = added_by_digest.pop(expected[name]["sha256"], None)
+        if new_name is not None:
+            problems.append(f"renamed file '{name}' -> '{new_name}'")
+            added.remove(new_name)
+        else:
+            problems.append(f"removed file '{name}': listed in the manifest, missing from the bundle")
+    problems.extend(f"added file '{name}': in the bundle, not in the manifest" for name in added)
+    return problems
+
+
+def verify_bundle(bundle: Path, public_key: Path, signature: Path | None = None) -> list[str]:
+    """Every problem with `bundle` (empty when it is intact and signed by `public_key`).
+
+    Order: tar safety (nothing else is read from an unsafe tar), manifest schema, files vs
+    manifest, then the model-signing signature over the bundle's files.
+    """
+    if not bundle.is_file():
+        return [f"{bundle} does not exist"]
+    files, problems = tarball.read_tar(bundle)
+    if problems:
+        return problems
+    if "manifest.json" not in files:
+        return ["removed file 'manifest.json': the bundle has no manifest"]
+    try:
+        manifest = manifest_module.loads(files["manifest.json"])
+    except manifest_module.ManifestError as error:
+        problems.append(str(error))
+        manifest = None
+    if manifest is not None:
+        problems.extend(_file_problems(files, manifest["files"]))
+    signature = signature or bundle.with_name(bundle.name + ".sig")
+    if not signature.is_file():
+        problems.append(f"signature {signature} does not exist")
+        return problems
+    with tempfile.TemporaryDirectory(prefix="edgebuild-verify-") as staging:
+        content = Path(staging) / bundle.stem
+        content.mkdir()
+        for name, data in files.items():
+            (content / name).write_bytes(data)
+        problem = signing.verify_directory(content, public_key, signature)
+    if problem:
+        problems.append(problem)
+    return problems

@@ -1,0 +1,190 @@
+"""The bundle manifest (`manifest.json`, schema `edgebuild.manifest/1`) derived from report.json.
+
+Everything here is a pure function of the build record and the artifact bytes, so packaging the
+same build directory twice yields the same manifest. Memory is therefore a documented estimate
+(artifact bytes + every inferred tensor at the bench shapes) rather than a measured RSS, which
+would differ between runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from compiler.errors import UserError
+
+SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
+SCHEMA_ID = "edgebuild.manifest/1"
+MEMORY_METHOD = (
+    "estimate: artifact bytes + every statically inferred tensor at input_shapes "
+    "(no buffer reuse, an upper bound on activations)"
+)
+_DTYPE = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(bool)": "bool",
+}
+
+
+class ManifestError(UserError):
+    """A manifest does not follow edgebuild.manifest/1 (names the field)."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The JSON Schema kept in the repo beside this module."""
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return loaded
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    """Raise ManifestError naming the first field that breaks the schema."""
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema()).iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ManifestError(f"manifest.json: {where}: {error.message}")
+
+
+def release_counter(version: str) -> int:
+    """major*1e6 + minor*1e3 + patch: monotonic in the recipe's semantic version, reproducible."""
+    match = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)(?:[-+].*)?", version)
+    if not match or any(int(part) >= 1000 for part in match.groups()):
+        raise ManifestError(f"model version '{version}': need MAJOR.MINOR.PATCH with each part < 1000")
+    major, minor, patch = (int(part) for part in match.groups())
+    return major * 1_000_000 + minor * 1_000 + patch
+
+
+def _layout(dtype: str, shape: list[Any], family: str) -> str | None:
+    # ONNX Conv is NCHW by definition; token ids are (batch, sequence). Anything else: unknown.
+    if family == "cnn" and len(shape) == 4 and dtype.startswith("float"):
+        return "NCHW"
+    if dtype in ("int64", "int32") and len(shape) == 2:
+        return "NS"
+    return None
+
+
+def _tensors(entries: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+    tensors = []
+    for entry in entries:
+        dtype = _DTYPE.get(entry["dtype"], entry["dtype"])
+        tensors.append(
+            {
+                "name": entry["name"],
+                "dtype": dtype,
+                "shape": list(entry["shape"]),
+                "layout": _layout(dtype, entry["shape"], family),
+            }
+        )
+    return tensors
+
+
+def estimate_memory(model_path: Path, input_shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """Weights (artifact bytes) + the bytes of every tensor ONNX shape inference can size."""
+    import numpy as np
+    import onnx
+    from onnx import helper, shape_inference
+
+    model = onnx.load(str(model_path))
+    for value in model.graph.input:
+        shape = input_shapes.get(value.name)
+        if shape is None:
+            continue
+        for dim, size in zip(value.type.tensor_type.shape.dim, shape, strict=False):
+            dim.ClearField("dim_param")
+            dim.dim_value = int(size)
+    inferred = shape_inference.infer_shapes(model)
+    activations = 0
+    values = [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]
+    for value in values:
+        tensor_type = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
+        if not tensor_type.HasField("shape") or None in dims:
+            continue
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).itemsize
+        activations += int(np.prod(dims, dtype=np.int64)) * itemsize
+    weights = model_path.stat().st_size
+    return {
+        "method": MEMORY_METHOD,
+        "weights_bytes": weights,
+        "activations_bytes": activations,
+        "total_bytes": weights + activations,
+        "input_shapes": input_shapes,
+    }
+
+
+def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
+    """The manifest for `record` (report.json) whose payload files are `files` (name/sha256/bytes/role)."""
+    model, target, provenance = record["model"], record["target"], record["provenance"]
+    platform = target["platform"]
+    metrics = record["metrics"]
+    manifest = {
+        "schema": SCHEMA_ID,
+        "model": {"name": model["name"], "version": model["version"], "family": model["family"]},
+        "release_counter": release_counter(model["version"]),
+        "target": {
+            "name": target["name"],
+            "os": platform["os"],
+            "arch": platform["arch"],
+            "triple": platform.get("triple"),
+            "cpu": platform.get("cpu"),
+            "isa_features": list(platform.get("features", [])),
+            "runtime": target["runtime"],
+            "runtime_min_version": target["runtime_min_version"],
+            "precision": target["precision"],
+            "graph_optimization": target.get("graph_optimization"),
+        },
+        "inputs": _tensors(record["inputs"], model["family"]),
+        "outputs": _tensors(record["outputs"], model["family"]),
+        "files": sorted(files, key=lambda f: f["name"]),
+        "metrics": {
+            "size_bytes": metrics["size_bytes"],
+            "size_ratio": metrics["size_ratio"],
+            "fp32_size_bytes": metrics.get("fp32_size_bytes"),
+            "latency": metrics["latency"],
+            "fidelity": {
+                k: metrics["fidelity"][k]
+                for k in ("metric", "value", "within_budget", "summary", "detail")
+                if k in metrics["fidelity"]
+            },
+        },
+        "memory": estimate_memory(build_dir / record["artifact"], metrics["latency"].get("input_shapes", {})),
+        "provenance": {
+            "source_digest": model["source"]["digest"],
+            "source": {"kind": model["source"]["kind"], "spec": model["source"]["spec"]},
+            "git_commit": provenance["git_commit"],
+            "passes": provenance["passes"],
+            "tool_versions": provenance["tool_versions"],
+            "exporter": provenance.get("exporter"),
+            "opset": provenance.get("opset"),
+            "build_command": provenance["build_command"],
+            "build_key": record["build_key"],
+        },
+    }
+    validate(manifest)
+    return manifest
+
+
+def dumps(manifest: dict[str, Any]) -> bytes:
+    """Canonical bytes: sorted keys, fixed indentation, trailing newline."""
+    return (json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def loads(data: bytes) -> dict[str, Any]:
+    """Parse and validate manifest bytes read from a bundle."""
+    try:
+        manifest = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ManifestError(f"manifest.json is not JSON: {error}") from error
+    if not isinstance(manifest, dict):
+        raise ManifestError("manifest.json: (top level): not an object")
+    validate(manifest)
+    return manifest
