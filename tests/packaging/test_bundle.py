@@ -133,6 +133,10 @@ def test_bundle_is_reproducible(build_dir: Path, keys: tuple[Path, Path], tmp_pa
         ("rename", "renamed file 'digits-cnn.onnx' -> 'model.onnx'"),
         ("symlink", "symlink member 'evil' -> '/etc/passwd'"),
         ("traversal", "path traversal member '../escape.txt'"),
+        ("hardlink", "hardlink member 'hard' -> 'digits-cnn.onnx'"),
+        ("absolute", "absolute path member '/tmp/abs.txt'"),
+        ("device", "device or fifo member 'fifo'"),
+        ("duplicate", "duplicate member 'manifest.json'"),
         ("manifest", "signature does not match"),
     ],
 )
@@ -157,6 +161,22 @@ def test_tampered_bundle_fails_naming_the_cause(
         escape = tarfile.TarInfo("../escape.txt")
         escape.size = 1
         extra.append(escape)
+    elif tamper == "hardlink":
+        hard = tarfile.TarInfo("hard")
+        hard.type, hard.linkname = tarfile.LNKTYPE, "digits-cnn.onnx"
+        extra.append(hard)
+    elif tamper == "absolute":
+        absolute = tarfile.TarInfo("/tmp/abs.txt")
+        absolute.size = 1
+        extra.append(absolute)
+    elif tamper == "device":
+        fifo = tarfile.TarInfo("fifo")
+        fifo.type = tarfile.FIFOTYPE
+        extra.append(fifo)
+    elif tamper == "duplicate":
+        duplicate = tarfile.TarInfo("manifest.json")
+        duplicate.size = 1
+        extra.append(duplicate)
     elif tamper == "manifest":  # consistent lie: the manifest itself is edited
         manifest = json.loads(files["manifest.json"])
         manifest["release_counter"] = 99_000_000
