@@ -56,7 +56,7 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path) -> list[Row
 
     from compiler.pipeline import build
     from compiler.runtime import measure_latency, ort_runner, session
-    from compiler.stages import Evaluator, _tokenizer_dir
+    from compiler.stages import Evaluator, tokenizer_dir
 
     recipe = config.load_recipe(name)
     targets = [t for t in config.available(config.TARGETS_DIR) if t.startswith("desktop-")]
@@ -87,7 +87,7 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path) -> list[Row
     from compiler.data import load_dataset
     from compiler.importers.torch_export import load_reference
 
-    dataset = load_dataset(recipe, tokenizer_dir=_tokenizer_dir(recipe))
+    dataset = load_dataset(recipe, tokenizer_dir=tokenizer_dir(recipe))
     evaluate = Evaluator(recipe, dataset, load_reference(imported.parent / "reference.npz"))
     ort_fp32 = evaluate(imported)
     rows["ort-fp32"] = Row(

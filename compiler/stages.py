@@ -42,7 +42,7 @@ class StagesResult:
     import_meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _tokenizer_dir(recipe: ModelRecipe) -> Path | None:
+def tokenizer_dir(recipe: ModelRecipe) -> Path | None:
     if recipe.source_kind.startswith("huggingface"):
         from compiler.importers.huggingface import model_directory
 
@@ -75,7 +75,7 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     pass_list = [{"pass": p.name, "options": p.options()} for p in passes]
 
     step(f"loading data for {recipe.name}")
-    dataset = load_dataset(recipe, tokenizer_dir=_tokenizer_dir(recipe))
+    dataset = load_dataset(recipe, tokenizer_dir=tokenizer_dir(recipe))
     data_digest = dataset.digest()
     from compiler.pipeline import source_files
 

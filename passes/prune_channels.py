@@ -116,7 +116,9 @@ def _plan(module: nn.Module, selected: tuple[str, ...] | None) -> tuple[list[_Gr
     """Trace `module` and work out, for each selected conv, which layers its channels reach."""
     try:
         graph = fx.symbolic_trace(module).graph
-    except (fx.proxy.TraceError, TypeError, NotImplementedError) as error:
+    # fx reports untraceable code as TraceError, TypeError, or a RuntimeError subclass (its
+    # proxies refuse unsupported argument types that way): all mean "cannot follow this module".
+    except (fx.proxy.TraceError, TypeError, RuntimeError) as error:
         raise PassError(f"cannot trace the module with torch.fx: {error}") from error
     calls = [n for n in graph.nodes if n.op == "call_module"]
     convs = [n for n in calls if type(module.get_submodule(n.target)) is nn.Conv2d]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler import config
+from tests.toml_variants import variant
 
 
 def edgebuild(*args: str) -> subprocess.CompletedProcess[str]:
@@ -96,19 +96,19 @@ kind = "output_cosine"
 
 @pytest.mark.parametrize("content", ["", "\n\n  \n"])
 def test_missing_or_empty_calibration_data(tmp_path: Path, content: str) -> None:
-    text = config.MODELS_DIR.joinpath("minilm.toml").read_text()
     data = tmp_path / "empty.txt"
     data.write_text(content)
-    recipe = tmp_path / "minilm.toml"
-    recipe.write_text(text.replace('representative = "data/sentences.txt"', f'representative = "{data}"'))
+    recipe = variant(
+        tmp_path, "minilm", {'representative = "data/sentences.txt"': f'representative = "{data}"'}, kind="model"
+    )
     result = edgebuild("build", "-m", str(recipe), "-t", "desktop-int8", "--artifacts", str(tmp_path / "a"))
     assert_user_error(result, r"field 'data.representative': .*empty\.txt has 0 non-empty lines", tmp_path / "a")
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
-    text = config.MODELS_DIR.joinpath("minilm.toml").read_text()
-    recipe = tmp_path / "minilm.toml"
-    recipe.write_text(text.replace('representative = "data/sentences.txt"', 'representative = "nowhere.txt"'))
+    recipe = variant(
+        tmp_path, "minilm", {'representative = "data/sentences.txt"': 'representative = "nowhere.txt"'}, kind="model"
+    )
     result = edgebuild("build", "-m", str(recipe), "-t", "desktop-int8", "--artifacts", str(tmp_path / "a"))
     assert_user_error(result, r"nowhere\.txt does not exist", tmp_path / "a")
 
@@ -120,12 +120,8 @@ def test_pass_that_cannot_apply_names_the_pass(tmp_path: Path) -> None:
     model, _ = tiny_cnn()
     path = tmp_path / "convonly.onnx"
     path.write_bytes(model.SerializeToString())
-    target = tmp_path / "int4-only.toml"
-    target.write_text(
-        config.TARGETS_DIR.joinpath("desktop-fp32.toml")
-        .read_text()
-        .replace('name = "desktop-fp32"', 'name = "int4-only"')
-        .replace('{ pass = "fuse" },', '{ pass = "quantize-int4-weights" },')
+    target = variant(
+        tmp_path, "desktop-fp32", {'{ pass = "fuse" },': '{ pass = "quantize-int4-weights" },'}, "int4-only"
     )
     result = edgebuild("build", "--onnx", str(path), "-t", str(target), "--artifacts", str(tmp_path / "a"))
     assert_user_error(

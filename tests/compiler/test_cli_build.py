@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler import config
 from compiler.cli import main
+from tests.toml_variants import variant
 
 
 def run_cli(*args: str) -> tuple[int, str]:
@@ -65,14 +65,8 @@ def test_identical_rebuild_is_up_to_date(int8_build: dict, artifacts: Path) -> N
 
 
 def test_option_change_reruns_from_that_pass(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
-    text = config.TARGETS_DIR.joinpath("desktop-int8.toml").read_text()
-    changed = text.replace(
-        '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true }',
-        '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true, calibration_samples = 64 }',
-    )
-    assert changed != text
-    target = tmp_path / "desktop-int8.toml"
-    target.write_text(changed)
+    static = '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true'
+    target = variant(tmp_path, "desktop-int8", {static + " }": static + ", calibration_samples = 64 }"})
     code, output = run_cli("build", "-t", str(target), "-m", "digits-cnn", "--artifacts", str(artifacts))
     assert code == 0, output
     record = json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
@@ -129,14 +123,11 @@ def test_build_from_onnx_file(artifacts: Path, tmp_path: Path) -> None:
 
 def test_speed_gate_fails_a_slower_optimised_build(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
     """Dynamic INT8 on convolutions (ConvInteger) is slower than FP32: a 'fail' gate refuses it."""
-    target = tmp_path / "cnn-dynamic.toml"
-    target.write_text(
-        config.TARGETS_DIR.joinpath("desktop-fp32.toml")
-        .read_text()
-        .replace('name = "desktop-fp32"', 'name = "cnn-dynamic"')
-        .replace('{ pass = "fuse" },', '{ pass = "fuse" },\n  { pass = "quantize-dynamic-int8", op_types = ["Conv"] },')
-        .replace('speed_gate = "warn"\nmax_latency_ratio = 1.10', 'speed_gate = "fail"\nmax_latency_ratio = 1.0')
-    )
+    edits = {
+        '{ pass = "fuse" },': '{ pass = "fuse" },\n  { pass = "quantize-dynamic-int8", op_types = ["Conv"] },',
+        'speed_gate = "warn"\nmax_latency_ratio = 1.10': 'speed_gate = "fail"\nmax_latency_ratio = 1.0',
+    }
+    target = variant(tmp_path, "desktop-fp32", edits, "cnn-dynamic")
     code, output = run_cli("build", "-t", str(target), "-m", "digits-cnn", "--artifacts", str(artifacts))
     assert code == 3
     assert "the latency of ORT FP32" in output and "speed_gate" in output
@@ -158,10 +149,7 @@ def test_minilm_desktop_int8_end_to_end(tmp_path: Path) -> None:
 
 def test_budget_change_reuses_the_import(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
     """The metric budget is not part of the import key (no re-export, no retraining)."""
-    recipe = tmp_path / "digits-cnn.toml"
-    recipe.write_text(
-        config.MODELS_DIR.joinpath("digits-cnn.toml").read_text().replace("max_drop = 0.5", "max_drop = 1.0")
-    )
+    recipe = variant(tmp_path, "digits-cnn", {"max_drop = 0.5": "max_drop = 1.0"}, kind="model")
     code, output = run_cli("build", "-t", "desktop-int8", "-m", str(recipe), "--artifacts", str(artifacts))
     assert code == 0, output
     record = json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())

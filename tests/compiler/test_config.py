@@ -8,6 +8,7 @@ import pytest
 
 from compiler import config
 from compiler.errors import ConfigError
+from tests.toml_variants import variant
 
 
 def test_every_shipped_target_and_recipe_loads() -> None:
@@ -30,17 +31,6 @@ def test_unknown_model_suggests() -> None:
         config.load_recipe("minlm")
 
 
-def _target(tmp_path: Path, body: str, name: str = "t1") -> Path:
-    path = tmp_path / f"{name}.toml"
-    base = (
-        config.TARGETS_DIR.joinpath("desktop-fp32.toml")
-        .read_text()
-        .replace('name = "desktop-fp32"', f'name = "{name}"')
-    )
-    path.write_text(body + base)  # prepended: top-level fields must come before the first [table]
-    return path
-
-
 def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.toml"
     path.write_text('name = "broken"\nplatform = { os = "linux" \n')
@@ -49,50 +39,41 @@ def test_malformed_toml_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_unknown_field_suggests_nearest(tmp_path: Path) -> None:
-    path = _target(tmp_path, "# extra\nprecison = 'fp32'\n")
+    path = variant(tmp_path, "desktop-fp32", {'precision = "fp32"': 'precision = "fp32"\nprecison = "fp32"'})
     with pytest.raises(ConfigError, match=r"field 'precison' is not a known field; did you mean 'precision'"):
         config.load_target(str(path))
 
 
 def test_bad_choice_lists_allowed_values(tmp_path: Path) -> None:
-    text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
-    path = tmp_path / "desktop-fp32.toml"
-    path.write_text(text.replace('precision = "fp32"', 'precision = "fp8"'))
+    path = variant(tmp_path, "desktop-fp32", {'precision = "fp32"': 'precision = "fp8"'})
     with pytest.raises(ConfigError, match=r"field 'precision' is 'fp8'; .*valid: fp16, fp32, int4, int8, mixed"):
         config.load_target(str(path))
 
 
 def test_unknown_pass_and_option(tmp_path: Path) -> None:
-    text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
-    path = tmp_path / "desktop-fp32.toml"
-    path.write_text(text.replace('{ pass = "fuse" }', '{ pass = "fusee" }'))
+    path = variant(tmp_path, "desktop-fp32", {'{ pass = "fuse" }': '{ pass = "fusee" }'})
     with pytest.raises(ConfigError, match=r"unknown pass 'fusee'; did you mean 'fuse'"):
         config.load_target(str(path))
-    path.write_text(text.replace('{ pass = "fold-constants" }', '{ pass = "fold-constants", max_constant_mbb = 3 }'))
-    with pytest.raises(ConfigError, match=r"unknown option 'max_constant_mbb'"):
+    path = variant(tmp_path, "desktop-fp32", {'{ pass = "fuse" }': '{ pass = "fuse", model_typ = "bert" }'})
+    with pytest.raises(ConfigError, match=r"unknown option 'model_typ'"):
         config.load_target(str(path))
 
 
 def test_pass_order_is_checked(tmp_path: Path) -> None:
-    text = config.TARGETS_DIR.joinpath("desktop-fp32.toml").read_text()
-    path = tmp_path / "desktop-fp32.toml"
-    path.write_text(
-        text.replace(
-            '{ pass = "fold-constants" },\n  { pass = "fuse" },', '{ pass = "fuse" },\n  { pass = "fold-constants" },'
-        )
+    path = variant(
+        tmp_path,
+        "desktop-fp32",
+        {'{ pass = "fold-constants" },\n  { pass = "fuse" },': '{ pass = "fuse" },\n  { pass = "fold-constants" },'},
     )
     with pytest.raises(ConfigError, match=r"'fold-constants' must come before 'fuse'"):
         config.load_target(str(path))
 
 
 def test_option_type_is_checked(tmp_path: Path) -> None:
-    text = config.TARGETS_DIR.joinpath("desktop-int8.toml").read_text()
-    path = tmp_path / "desktop-int8.toml"
-    path.write_text(
-        text.replace(
-            '{ pass = "quantize-dynamic-int8", per_channel = true, mixed',
-            '{ pass = "quantize-dynamic-int8", per_channel = "yes", mixed',
-        )
+    path = variant(
+        tmp_path,
+        "desktop-int8",
+        {'"quantize-dynamic-int8", per_channel = true, mixed': '"quantize-dynamic-int8", per_channel = "yes", mixed'},
     )
     with pytest.raises(ConfigError, match=r"option 'per_channel' must be true or false, got 'yes'"):
         config.load_target(str(path))
@@ -106,11 +87,9 @@ def test_name_must_match_file(tmp_path: Path) -> None:
 
 
 def test_recipe_missing_source_and_bad_metric(tmp_path: Path) -> None:
-    text = config.MODELS_DIR.joinpath("digits-cnn.toml").read_text()
-    path = tmp_path / "digits-cnn.toml"
-    path.write_text(text.replace('kind = "top1_accuracy"', 'kind = "top1"'))
+    path = variant(tmp_path, "digits-cnn", {'kind = "top1_accuracy"': 'kind = "top1"'}, kind="model")
     with pytest.raises(ConfigError, match=r"field 'metric.kind' is 'top1'; did you mean 'top1_accuracy'"):
         config.load_recipe(str(path))
-    path.write_text(text.replace('torch = "models.digits_cnn:build"', ""))
+    path = variant(tmp_path, "digits-cnn", {'torch = "models.digits_cnn:build"': ""}, kind="model")
     with pytest.raises(ConfigError, match=r"field 'source' needs exactly one of"):
         config.load_recipe(str(path))
