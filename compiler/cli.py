@@ -103,7 +103,7 @@ def build(
 
     spec = config.load_target(target, check_passes=False)  # checked by build() unless up to date
     recipe = _onnx_recipe(onnx_path) if onnx_path else config.load_recipe(model)
-    command = "edgebuild " + shlex.join(sys.argv[1:])
+    command = _canonical_command(spec.name, recipe.name, onnx_path)
     outcome = run_build(
         recipe,
         spec,
@@ -130,6 +130,13 @@ def build(
         click.echo(json.dumps(record, indent=2, sort_keys=True))
 
 
+def _canonical_command(target: str, model: str, onnx_path: Path | None) -> str:
+    """The build command recorded in provenance: only what decides the output (no paths of this
+    host such as --artifacts or --key), so the same build on another machine records the same."""
+    source = f"--onnx {shlex.quote(onnx_path.name)}" if onnx_path else f"--model {shlex.quote(model)}"
+    return f"edgebuild build --target {shlex.quote(target)} {source}"
+
+
 def _package(build_dir: Path, key: Path | None) -> None:
     from compiler.packaging import package as make_package
 
@@ -137,7 +144,7 @@ def _package(build_dir: Path, key: Path | None) -> None:
     if outcome.development_key:
         step("note: signed with the DEVELOPMENT key (not for release; use --key or EDGEBUILD_SIGNING_KEY)")
     state = "up to date" if outcome.up_to_date else "written"
-    step(f"bundle:   {outcome.bundle} ({state}; signature {outcome.signature.name})")
+    step(f"bundle:   {outcome.bundle} ({state}; signed, signature.sig inside)")
 
 
 @main.command()
@@ -146,7 +153,7 @@ def _package(build_dir: Path, key: Path | None) -> None:
 @click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
 @click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
 def package(target: str, model: str, key: Path | None, artifacts: Path) -> None:
-    """Package an existing build (its report.json) into <model>-<version>-<target>.tar + .sig."""
+    """Package an existing build (its report.json) into the signed <model>-<version>-<target>.tar."""
     name = config.load_recipe(model).name if not model.endswith(".onnx") else Path(model).stem
     spec_name = config.load_target(target, check_passes=False).name
     _package(artifacts / name / spec_name, key)
@@ -163,7 +170,9 @@ def schema() -> None:
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
 @click.option("--public-key", required=True, type=click.Path(path_type=Path), help="PEM public key to verify with.")
-@click.option("--signature", type=click.Path(path_type=Path), help="Signature file (default: BUNDLE.sig).")
+@click.option(
+    "--signature", type=click.Path(path_type=Path), help="Detached signature to check instead of signature.sig."
+)
 def verify(bundle: Path, public_key: Path, signature: Path | None) -> None:
     """Check a bundle: tar safety, manifest schema, file digests, model-signing signature."""
     from compiler.packaging import verify_bundle
@@ -291,11 +300,18 @@ def cache_info(artifacts: Path) -> None:
 
 @cache.command("clear")
 @click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
-def cache_clear(artifacts: Path) -> None:
+@click.option(
+    "--measurements", is_flag=True, help="Also forget this host's recorded latencies (the next build re-times)."
+)
+def cache_clear(artifacts: Path, measurements: bool) -> None:
     """Remove every cache entry."""
     from compiler.cache import Cache
 
     click.echo(f"freed {Cache(artifacts / 'cache').clear() / 1e6:.1f} MB")
+    if measurements:
+        from compiler.measurements import forget_all, ledger_dir
+
+        click.echo(f"forgot {forget_all()} recorded measurements in {ledger_dir()}")
 
 
 if __name__ == "__main__":

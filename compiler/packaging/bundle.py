@@ -1,10 +1,9 @@
 """Package a build directory into a bundle, and verify a bundle.
 
-The bundle `<model>-<version>-<target>.tar` holds the artifact file(s), `manifest.json` and
-`README.md`; it is byte-for-byte a function of report.json, the artifact bytes, the packaging code
-and SOURCE_DATE_EPOCH. The model-signing signature covers those same files and lies beside it as
-`<bundle>.sig`: ECDSA signing is randomised, so its bytes differ on every signing and keeping it
-out of the tar keeps the tar reproducible.
+The bundle `<model>-<version>-<target>.tar` holds the artifact file(s), `manifest.json`,
+`README.md` and `signature.sig`, the model-signing signature over every other member. It is
+byte-for-byte a function of report.json, the artifact bytes, the packaging code, the signing key
+and SOURCE_DATE_EPOCH (signing uses deterministic ECDSA, see signing.py).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from compiler.packaging import manifest as manifest_module
 from compiler.packaging import signing, tarball
 
 RECORD = "report.json"
+SIGNATURE = "signature.sig"
 README_TEMPLATE = ROOT / "templates" / "bundle_readme.md.j2"
 
 
@@ -34,7 +34,6 @@ class PackagingError(UserError):
 @dataclass
 class PackageOutcome:
     bundle: Path
-    signature: Path
     up_to_date: bool
     development_key: bool
 
@@ -105,7 +104,7 @@ def payload(build_dir: Path, record: dict[str, Any]) -> dict[str, bytes]:
 
 
 def package(build_dir: Path, key: Path | None = None, force: bool = False) -> PackageOutcome:
-    """Write `<bundle>.tar` and `<bundle>.tar.sig` into `build_dir`, unless already up to date.
+    """Write the signed `<bundle>.tar` into `build_dir`, unless already up to date.
 
     A concurrent build of the same model and target may swap `build_dir` for its own while this
     runs (pipeline._publish renames directories): files then vanish under us, and packaging starts
@@ -125,12 +124,11 @@ def _package_once(build_dir: Path, key: Path | None, force: bool) -> PackageOutc
     record = _load_record(build_dir)
     private_key, development = signing.resolve_key(key)
     bundle = build_dir / f"{bundle_name(record)}.tar"
-    signature = bundle.with_name(bundle.name + ".sig")
     stamp_path = build_dir / f".{bundle.name}.stamp"
     stamp = _stamp(build_dir, private_key)
-    fresh = bundle.is_file() and signature.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp
+    fresh = bundle.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp
     if fresh and not force:
-        return PackageOutcome(bundle, signature, True, development)
+        return PackageOutcome(bundle, True, development)
     files = payload(build_dir, record)
     with tempfile.TemporaryDirectory(prefix="edgebuild-package-") as staging:
         # model-signing records the directory's name as the subject: keep it fixed.
@@ -138,19 +136,20 @@ def _package_once(build_dir: Path, key: Path | None, force: bool) -> PackageOutc
         content.mkdir()
         for name, data in files.items():
             (content / name).write_bytes(data)
-        signing.sign_directory(content, private_key, signature)
+        signing.sign_directory(content, private_key, Path(staging) / SIGNATURE)
+        files[SIGNATURE] = (Path(staging) / SIGNATURE).read_bytes()
     tarball.write_tar(bundle, files)
     temp_stamp = stamp_path.with_name(f"{stamp_path.name}.{os.getpid()}")
     temp_stamp.write_text(stamp)
     os.replace(temp_stamp, stamp_path)
-    return PackageOutcome(bundle, signature, False, development)
+    return PackageOutcome(bundle, False, development)
 
 
 def _file_problems(files: dict[str, bytes], listed: list[dict[str, Any]]) -> list[str]:
     """Compare the tar's files with the manifest's list: modified, resized, added, removed, renamed."""
     problems = []
     expected = {entry["name"]: entry for entry in listed}
-    present = {name: data for name, data in files.items() if name != "manifest.json"}
+    present = {name: data for name, data in files.items() if name not in ("manifest.json", SIGNATURE)}
     removed = sorted(set(expected) - set(present))
     added = sorted(set(present) - set(expected))
     for name in sorted(set(expected) & set(present)):
@@ -175,7 +174,8 @@ def verify_bundle(bundle: Path, public_key: Path, signature: Path | None = None)
     """Every problem with `bundle` (empty when it is intact and signed by `public_key`).
 
     Order: tar safety (nothing else is read from an unsafe tar), manifest schema, files vs
-    manifest, then the model-signing signature over the bundle's files.
+    manifest, then the model-signing signature (the `signature.sig` member, or `signature` when
+    given) over the bundle's other files.
     """
     if not bundle.is_file():
         return [f"{bundle} does not exist"]
@@ -191,16 +191,21 @@ def verify_bundle(bundle: Path, public_key: Path, signature: Path | None = None)
         manifest = None
     if manifest is not None:
         problems.extend(_file_problems(files, manifest["files"]))
-    signature = signature or bundle.with_name(bundle.name + ".sig")
-    if not signature.is_file():
+    if signature is None and SIGNATURE not in files:
+        problems.append(f"removed file '{SIGNATURE}': the bundle is not signed")
+        return problems
+    if signature is not None and not signature.is_file():
         problems.append(f"signature {signature} does not exist")
         return problems
+    signature_bytes = signature.read_bytes() if signature is not None else files[SIGNATURE]
     with tempfile.TemporaryDirectory(prefix="edgebuild-verify-") as staging:
         content = Path(staging) / bundle.stem
         content.mkdir()
         for name, data in files.items():
-            (content / name).write_bytes(data)
-        problem = signing.verify_directory(content, public_key, signature)
+            if name != SIGNATURE:
+                (content / name).write_bytes(data)
+        (Path(staging) / SIGNATURE).write_bytes(signature_bytes)
+        problem = signing.verify_directory(content, public_key, Path(staging) / SIGNATURE)
     if problem:
         problems.append(problem)
     return problems

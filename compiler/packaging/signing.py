@@ -3,9 +3,12 @@
 The signature is a Sigstore bundle (DSSE envelope around an in-toto statement listing the sha256
 of every payload file). Key roles: a *development* key pair, created by `edgebuild keys init`
 under ~/.config/edgebuild/keys (never in the repository or artifacts/), signs local builds; a
-*release* key comes from `--key PATH` or EDGEBUILD_SIGNING_KEY. ECDSA signatures from
-`cryptography` are randomised, so the signature bytes differ on every signing: the signature is
-a detached file beside the (reproducible) tar.
+*release* key comes from `--key PATH` or EDGEBUILD_SIGNING_KEY.
+
+model-signing's ECDSA signer draws a random nonce, so its signature bytes would differ on every
+signing and no bundle holding one could be reproducible. We sign with deterministic ECDSA
+(RFC 6979: the nonce is derived from the key and the message) instead: the same key and files give
+the same signature bytes, which any ECDSA verifier, model-signing's included, accepts unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from compiler.errors import UserError
 
@@ -100,15 +104,37 @@ def _load_private(private_key: Path):  # type: ignore[no-untyped-def]
     return key
 
 
-def sign_directory(directory: Path, private_key: Path, signature: Path) -> None:
-    """Sign every file in `directory` with model-signing; write the signature atomically."""
+class _DeterministicKey:
+    """An EC private key whose `sign` uses RFC 6979 nonces, for model-signing's EC signer."""
+
+    def __init__(self, key: Any) -> None:
+        self._key = key
+
+    def sign(self, data: bytes, algorithm: Any) -> bytes:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        return bytes(self._key.sign(data, ec.ECDSA(algorithm.algorithm, deterministic_signing=True)))
+
+    def public_key(self) -> Any:
+        return self._key.public_key()
+
+
+def _signing_config(private_key: Path) -> Any:
+    """model-signing's EC key configuration with a deterministic-nonce key (model-signing==1.1.1)."""
     from model_signing import signing
 
+    config = signing.Config().use_elliptic_key_signer(private_key=private_key)
+    config._signer._private_key = _DeterministicKey(config._signer._private_key)
+    return config
+
+
+def sign_directory(directory: Path, private_key: Path, signature: Path) -> None:
+    """Sign every file in `directory` with model-signing; write the signature atomically."""
     _load_private(private_key)
     handle, temp = tempfile.mkstemp(prefix=f".{signature.name}-", dir=signature.parent)
     os.close(handle)
     try:
-        signing.Config().use_elliptic_key_signer(private_key=private_key).sign(directory, temp)
+        _signing_config(private_key).sign(directory, temp)
         os.chmod(temp, 0o644)
         os.replace(temp, signature)
     except BaseException:
