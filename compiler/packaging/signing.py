@@ -5,14 +5,17 @@ of every payload file). Key roles: a *development* key pair, created by `edgebui
 under ~/.config/edgebuild/keys (never in the repository or artifacts/), signs local builds; a
 *release* key comes from `--key PATH` or EDGEBUILD_SIGNING_KEY.
 
-model-signing's ECDSA signer draws a random nonce, so its signature bytes would differ on every
-signing and no bundle holding one could be reproducible. We sign with deterministic ECDSA
-(RFC 6979: the nonce is derived from the key and the message) instead: the same key and files give
-the same signature bytes, which any ECDSA verifier, model-signing's included, accepts unchanged.
+model-signing's EC signer draws a random ECDSA nonce and serialises its statement in an order
+that changes between processes, so its signature bytes would differ on every signing and no bundle
+holding one could be reproducible. Our signer writes the same envelope with a canonical statement
+and deterministic ECDSA (RFC 6979: the nonce is derived from the key and the message): the same key
+and files give the same signature bytes, which model-signing's verifier accepts unchanged.
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import tempfile
@@ -104,27 +107,50 @@ def _load_private(private_key: Path):  # type: ignore[no-untyped-def]
     return key
 
 
-class _DeterministicKey:
-    """An EC private key whose `sign` uses RFC 6979 nonces, for model-signing's EC signer."""
+def _reproducible_signer(private_key: Path) -> Any:
+    """model-signing's EC key signer (model-signing==1.1.1) made to give reproducible bytes."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from google.protobuf import json_format
+    from model_signing._signing import sign_ec_key, sign_sigstore_pb
+    from model_signing._signing import signing as signing_internals
+    from sigstore_models import intoto
+    from sigstore_models.bundle import v1 as bundle_v1
 
-    def __init__(self, key: Any) -> None:
-        self._key = key
+    class ReproducibleSigner(sign_ec_key.Signer):
+        """Same DSSE envelope and Sigstore bundle, but the statement is canonical JSON (model-signing
+        builds it from a protobuf map and a set, whose order changes from one process to the next)
+        and the ECDSA nonce is derived from key and message (RFC 6979) instead of drawn at random."""
 
-    def sign(self, data: bytes, algorithm: Any) -> bytes:
-        from cryptography.hazmat.primitives.asymmetric import ec
+        def sign(self, payload: Any) -> Any:
+            statement = json.loads(json_format.MessageToJson(payload.statement.pb))
+            serialization = statement["predicate"]["serialization"]
+            serialization["ignore_paths"] = sorted(serialization.get("ignore_paths", []))
+            raw = json.dumps(statement, sort_keys=True, indent=2).encode()
+            key = self._private_key
+            algorithm = ec.ECDSA(sign_ec_key.get_ec_key_hash(key.public_key()), deterministic_signing=True)
+            signature = intoto.Signature(sig=base64.b64encode(key.sign(sign_sigstore_pb.pae(raw), algorithm)), keyid="")
+            envelope = intoto.Envelope(
+                payload=base64.b64encode(raw),
+                payload_type=signing_internals._IN_TOTO_JSON_PAYLOAD_TYPE,
+                signatures=[signature],
+            )
+            return sign_sigstore_pb.Signature(
+                bundle_v1.Bundle(
+                    media_type=sign_sigstore_pb._BUNDLE_MEDIA_TYPE,
+                    verification_material=self._get_verification_material(),
+                    dsse_envelope=envelope,
+                )
+            )
 
-        return bytes(self._key.sign(data, ec.ECDSA(algorithm.algorithm, deterministic_signing=True)))
-
-    def public_key(self) -> Any:
-        return self._key.public_key()
+    return ReproducibleSigner(private_key)
 
 
 def _signing_config(private_key: Path) -> Any:
-    """model-signing's EC key configuration with a deterministic-nonce key (model-signing==1.1.1)."""
+    """model-signing's configuration with the reproducible EC key signer."""
     from model_signing import signing
 
-    config = signing.Config().use_elliptic_key_signer(private_key=private_key)
-    config._signer._private_key = _DeterministicKey(config._signer._private_key)
+    config = signing.Config()
+    config._signer = _reproducible_signer(private_key)
     return config
 
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.cli import main
+from compiler.config import ROOT
 from compiler.packaging import manifest as manifest_module
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 
@@ -100,15 +104,18 @@ def test_packaging_is_skipped_when_up_to_date(build_dir: Path, keys: tuple[Path,
 
 
 def test_bundle_is_reproducible(build_dir: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
-    # Repackaging the same build record gives the same bytes, signature included (RFC 6979 ECDSA).
+    # Repackaging the same build record gives the same bytes, signature included (RFC 6979 ECDSA),
+    # also in another process with another string-hash seed (set and dict orders change with it).
     copy = tmp_path / "copy"
     shutil.copytree(build_dir, copy)
     for stale in copy.glob("*.tar"):
         stale.unlink()
-    from compiler.packaging import package
-
-    package(copy, keys[0])
-    assert (copy / BUNDLE).read_bytes() == (build_dir / BUNDLE).read_bytes()
+    script = "import sys, pathlib, compiler.packaging as p; p.package(*map(pathlib.Path, sys.argv[1:]))"
+    for seed in ("1", "2"):
+        environment = dict(os.environ, PYTHONHASHSEED=seed)
+        subprocess.run([sys.executable, "-c", script, str(copy), str(keys[0])], check=True, env=environment, cwd=ROOT)
+        (copy / f".{BUNDLE}.stamp").unlink()
+        assert (copy / BUNDLE).read_bytes() == (build_dir / BUNDLE).read_bytes()
     # An independent build from an empty cache into other artifacts (digits retrained, every
     # stage re-run): the same bundle, byte for byte. Latency comes from the host's ledger.
     other = _build(tmp_path / "artifacts", keys[0])
