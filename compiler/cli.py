@@ -314,5 +314,14 @@ def cache_clear(artifacts: Path, measurements: bool) -> None:
         click.echo(f"forgot {forget_all()} recorded measurements in {ledger_dir()}")
 
 
+def _attach_ota_commands() -> None:
+    from compiler import cli_ota
+
+    for command in cli_ota.COMMANDS:
+        main.add_command(command)
+
+
+_attach_ota_commands()
+
 if __name__ == "__main__":
     main()

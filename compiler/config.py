@@ -79,7 +79,7 @@ class ModelRecipe:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Table:
+class TomlTable:
     """A TOML table with the file and dotted path it came from, for error messages."""
 
     def __init__(self, data: dict[str, Any], path: Path, where: str = "") -> None:
@@ -106,12 +106,12 @@ class _Table:
             raise ConfigError(f"{self._at(key)} is {value!r}; {did_you_mean(str(value), choices)}")
         return value
 
-    def table(self, key: str, required: bool = False) -> _Table:
+    def table(self, key: str, required: bool = False) -> TomlTable:
         value = self.get(key, dict, default=... if required else {})
-        return _Table(value, self.path, f"{self.where}{key}.")
+        return TomlTable(value, self.path, f"{self.where}{key}.")
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
@@ -146,7 +146,7 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     its libraries) to `check_target_passes`, so an up-to-date build can answer without them.
     """
     path = _resolve(name_or_path, TARGETS_DIR, "target")
-    top = _Table(_read_toml(path), path)
+    top = TomlTable(read_toml(path), path)
     top.reject_unknown(
         ("name", "description", "preset", "platform", "runtime", "precision", "passes", "tune", "verify", "package")
     )
@@ -220,7 +220,7 @@ def check_target_passes(spec: TargetSpec) -> None:
         validate_pass_list(specs, f"{spec.path}: passes" + (f".{family}" if len(spec.passes) > 1 else ""))
 
 
-def _tensor_specs(top: _Table, key: str, required: bool) -> tuple[TensorSpec, ...]:
+def _tensor_specs(top: TomlTable, key: str, required: bool) -> tuple[TensorSpec, ...]:
     entries = top.get(key, list, default=... if required else [])
     specs = []
     for index, entry in enumerate(entries):
@@ -229,7 +229,7 @@ def _tensor_specs(top: _Table, key: str, required: bool) -> tuple[TensorSpec, ..
                 f"{top.path}: field '{key}[{index}]' must be a table like "
                 '{ name = "x", dtype = "float32", shape = ["batch", 3] }'
             )
-        table = _Table(entry, top.path, f"{key}[{index}].")
+        table = TomlTable(entry, top.path, f"{key}[{index}].")
         table.reject_unknown(("name", "dtype", "shape"))
         shape = table.get("shape", list, default=[])
         for dim in shape:
@@ -242,7 +242,7 @@ def _tensor_specs(top: _Table, key: str, required: bool) -> tuple[TensorSpec, ..
 def load_recipe(name_or_path: str) -> ModelRecipe:
     """Load and validate models/<name>.toml (or an explicit .toml path)."""
     path = _resolve(name_or_path, MODELS_DIR, "model")
-    top = _Table(_read_toml(path), path)
+    top = TomlTable(read_toml(path), path)
     top.reject_unknown(
         ("name", "version", "description", "family", "source", "inputs", "outputs", "data", "metric", "bench")
     )

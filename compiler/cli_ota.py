@@ -1,0 +1,211 @@
+"""OTA commands of the `edgebuild` command line: the repository side (repo init/refresh/rotate-key,
+publish, promote, serve) and the device side (device update/status/rollback).
+
+They are attached to the main group in cli.py; errors are UserErrors, printed there as one line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from compiler.progress import step
+
+REPO_OPTION = click.option(
+    "--repo", required=True, type=click.Path(path_type=Path), help="Repository directory (static files)."
+)
+KEYS_OPTION = click.option(
+    "--keys",
+    "keys_dir",
+    type=click.Path(path_type=Path),
+    help="Repository keys directory (default: $EDGEBUILD_REPO_KEYS, else ~/.config/edgebuild/repo-keys/...).",
+)
+CHANNEL_CHOICE = click.Choice(["beta", "stable"])
+
+
+def _keystore(repo: Path, keys_dir: Path | None):  # type: ignore[no-untyped-def]
+    from compiler.ota.keystore import Keystore
+
+    return Keystore.for_repository(repo, keys_dir)
+
+
+def _ensure_repository(repo: Path, keys_dir: Path | None) -> None:
+    from compiler.ota.repository import init_repository
+
+    if not (repo / "metadata" / "root.json").exists():
+        keys = _keystore(repo, keys_dir)
+        init_repository(repo, keys)
+        step(f"created repository {repo} (keys in {keys.directory}: development keys, keep them off the server)")
+        step(f"devices bootstrap from {repo / 'metadata' / '1.root.json'}")
+
+
+@click.group()
+def repo() -> None:
+    """Create and maintain an OTA repository (TUF metadata + bundles, served as static files)."""
+
+
+@repo.command("init")
+@REPO_OPTION
+@KEYS_OPTION
+def repo_init(repo: Path, keys_dir: Path | None) -> None:
+    """Create an empty repository: root (threshold 2), targets, snapshot, timestamp keys and metadata."""
+    from compiler.ota.repository import init_repository
+
+    keys = _keystore(repo, keys_dir)
+    init_repository(repo, keys)
+    step(f"created repository {repo}; keys in {keys.directory} (development keys: keep them off the server)")
+    step(f"ship {repo / 'metadata' / '1.root.json'} with devices as their bootstrap root")
+
+
+@repo.command("refresh")
+@REPO_OPTION
+@KEYS_OPTION
+@click.option("--days", default=1, show_default=True, help="Also re-sign every role expiring within this many days.")
+def repo_refresh(repo: Path, keys_dir: Path | None, days: int) -> None:
+    """Re-sign timestamp (run it more often than its 1-day expiry, e.g. from cron)."""
+    from compiler.ota.repository import refresh
+
+    written = refresh(repo, _keystore(repo, keys_dir), days=days)
+    step(f"re-signed: {', '.join(written)}")
+
+
+@repo.command("rotate-key")
+@click.argument("role")
+@REPO_OPTION
+@KEYS_OPTION
+def repo_rotate_key(role: str, repo: Path, keys_dir: Path | None) -> None:
+    """Replace the key of ROLE (root, targets, snapshot, timestamp or a hardware target such as desktop-int8)."""
+    from compiler.ota.repository import rotate_key
+
+    written = rotate_key(repo, role, _keystore(repo, keys_dir))
+    step(f"rotated the {role} key; wrote {', '.join(written)} (old key kept in the keys dir's retired/)")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+@REPO_OPTION
+@KEYS_OPTION
+@click.option("--channel", type=click.Choice(["beta", "stable", "none"]), default="beta", show_default=True)
+def publish(bundle: Path, repo: Path, keys_dir: Path | None, channel: str) -> None:
+    """Add BUNDLE to the repository (creating it if needed), with a delta from the previous version."""
+    from compiler.errors import UserError
+    from compiler.ota.repository import publish as publish_bundle
+
+    if not bundle.is_file():
+        raise UserError(f"bundle {bundle} does not exist; build it with `make target=...` first")
+    _ensure_repository(repo, keys_dir)
+    started = time.perf_counter()
+    result = publish_bundle(repo, bundle, _keystore(repo, keys_dir), None if channel == "none" else channel)
+    if not result.changed:
+        step(f"{bundle.name}: already published" + (f" on {channel}" if channel != "none" else ""))
+        return
+    step(f"published {result.bundle}" + (f" on channel {channel}" if channel != "none" else ""))
+    if result.delta:
+        size = (repo / "targets").rglob(f"*.{Path(result.delta).name}")
+        delta_file = next(size, None)
+        delta_bytes = delta_file.stat().st_size if delta_file else 0
+        step(f"delta {result.delta} ({delta_bytes} bytes vs {bundle.stat().st_size} full)")
+    step(f"metadata written: {', '.join(result.written)} ({time.perf_counter() - started:.1f} s)")
+
+
+@click.command()
+@click.argument("bundle")
+@REPO_OPTION
+@KEYS_OPTION
+@click.option("--channel", type=CHANNEL_CHOICE, default="stable", show_default=True)
+def promote(bundle: str, repo: Path, keys_dir: Path | None, channel: str) -> None:
+    """Point CHANNEL at an already published BUNDLE (a file name or a local copy of it)."""
+    from compiler.ota.repository import promote as promote_bundle
+
+    result = promote_bundle(repo, bundle, _keystore(repo, keys_dir), channel)
+    step(f"{result.bundle}: " + ("promoted to " + channel if result.changed else f"already on {channel}"))
+
+
+@click.command()
+@REPO_OPTION
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 to serve a LAN).")
+@click.option("--port", default=8080, show_default=True, help="Port (0 picks a free one).")
+def serve(repo: Path, host: str, port: int) -> None:
+    """Serve the repository over HTTP (GET/HEAD with Range). Any static file server works too."""
+    from compiler.errors import UserError
+    from compiler.ota.server import serve as start
+
+    if not (repo / "metadata" / "timestamp.json").is_file():
+        raise UserError(f"no repository at {repo}: run `edgebuild publish BUNDLE --repo {repo}` first")
+    server, thread = start(repo, host, port)
+    address, bound = server.server_address[:2]
+    click.echo(f"serving {repo} at http://{address}:{bound}/ (metadata/, targets/); Ctrl-C stops", err=True)
+    sys.stderr.flush()
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+@click.group()
+def device() -> None:
+    """The device client: update from an OTA repository, show or roll back what is installed."""
+
+
+@device.command("update")
+@click.option("--repo-url", required=True, help="Base URL of the repository (serving metadata/ and targets/).")
+@click.option("--profile", required=True, type=click.Path(path_type=Path), help="Device profile TOML.")
+@click.option("--root", "root_path", required=True, type=click.Path(path_type=Path), help="Bootstrap root.json.")
+@click.option("--install-dir", required=True, type=click.Path(path_type=Path), help="Slots, pointer, TUF cache.")
+@click.option("--public-key", required=True, type=click.Path(path_type=Path), help="Bundle signing public key.")
+@click.option("--channel", type=CHANNEL_CHOICE, help="Override the profile's channel.")
+def device_update(
+    repo_url: str, profile: Path, root_path: Path, install_dir: Path, public_key: Path, channel: str | None
+) -> None:
+    """One update cycle: TUF refresh, choose, download (delta or full), verify, install, health-check."""
+    from compiler.errors import UserError
+    from compiler.ota.device import DeviceClient
+    from compiler.ota.device_profile import load_profile
+
+    if not root_path.is_file():
+        raise UserError(f"bootstrap root {root_path} does not exist (ship the repository's 1.root.json)")
+    if not public_key.is_file():
+        raise UserError(f"public key {public_key} does not exist")
+    client = DeviceClient(load_profile(profile), repo_url, root_path.read_bytes(), install_dir, public_key)
+    try:
+        outcome = client.update(channel)
+    except UserError as error:
+        for line in client.log:
+            click.echo(f"device: {line}")
+        installed = client.store.active()
+        still = installed.label() if installed else "nothing installed"
+        raise type(error)(f"{error} [device stays on {still}]") from error
+    for line in outcome.log:
+        click.echo(f"device: {line}")
+    if outcome.installed is not None:
+        via = f", via {outcome.via}" if outcome.via else ""
+        click.echo(f"device: running {outcome.installed.label()} ({outcome.status}{via})")
+
+
+@device.command("status")
+@click.option("--install-dir", required=True, type=click.Path(path_type=Path))
+def device_status(install_dir: Path) -> None:
+    """What is installed and active."""
+    from compiler.ota.slots import SlotStore
+
+    store = SlotStore(install_dir)
+    for line in store.recover():
+        click.echo(f"device: {line}")
+    active = store.active()
+    described = f"{active.label()}, release counter {active.release_counter}" if active else "nothing installed"
+    click.echo(f"device: {described}")
+
+
+@device.command("rollback")
+@click.option("--install-dir", required=True, type=click.Path(path_type=Path))
+def device_rollback(install_dir: Path) -> None:
+    """Switch back to the previously active bundle (kept intact in the other slot)."""
+    from compiler.ota.slots import SlotStore
+
+    click.echo(f"device: rolled back to {SlotStore(install_dir).rollback().label()}")
+
+
+COMMANDS = (repo, publish, promote, serve, device)
