@@ -157,8 +157,15 @@ def device() -> None:
 @click.option("--install-dir", required=True, type=click.Path(path_type=Path), help="Slots, pointer, TUF cache.")
 @click.option("--public-key", required=True, type=click.Path(path_type=Path), help="Bundle signing public key.")
 @click.option("--channel", type=CHANNEL_CHOICE, help="Override the profile's channel.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait on the server per request/read.")
 def device_update(
-    repo_url: str, profile: Path, root_path: Path, install_dir: Path, public_key: Path, channel: str | None
+    repo_url: str,
+    profile: Path,
+    root_path: Path,
+    install_dir: Path,
+    public_key: Path,
+    channel: str | None,
+    timeout: float,
 ) -> None:
     """One update cycle: TUF refresh, choose, download (delta or full), verify, install, health-check."""
     from compiler.errors import UserError
@@ -169,7 +176,7 @@ def device_update(
         raise UserError(f"bootstrap root {root_path} does not exist (ship the repository's 1.root.json)")
     if not public_key.is_file():
         raise UserError(f"public key {public_key} does not exist")
-    client = DeviceClient(load_profile(profile), repo_url, root_path.read_bytes(), install_dir, public_key)
+    client = DeviceClient(load_profile(profile), repo_url, root_path.read_bytes(), install_dir, public_key, timeout)
     try:
         outcome = client.update(channel)
     except UserError as error:

@@ -57,28 +57,41 @@ class DeviceClient:
     """The update cycle for one device: a profile, a repository URL, a bootstrap root, an install dir."""
 
     def __init__(
-        self, profile: DeviceProfile, repo_url: str, bootstrap_root: bytes, install_dir: Path, public_key: Path
+        self,
+        profile: DeviceProfile,
+        repo_url: str,
+        bootstrap_root: bytes,
+        install_dir: Path,
+        public_key: Path,
+        timeout_s: float = 10.0,
     ) -> None:
         self.profile = profile
         self.repo_url = repo_url.rstrip("/")
         self.install_dir = install_dir
         self.public_key = public_key
+        self.timeout_s = timeout_s
         install_dir.mkdir(parents=True, exist_ok=True)
         self.store = SlotStore(install_dir)
         self.tuf = TufClient(
-            install_dir / TUF_DIR, f"{self.repo_url}/metadata", f"{self.repo_url}/targets", bootstrap_root
+            install_dir / TUF_DIR,
+            f"{self.repo_url}/metadata",
+            f"{self.repo_url}/targets",
+            bootstrap_root,
+            max(1, round(timeout_s)),
         )
         self.log: list[str] = []
 
-    def _say(self, line: str) -> None:
+    def _say(self, line: str, logged: bool = False) -> None:
+        """Report `line`; append it to device.log unless the slot store `logged` it there already."""
         self.log.append(line)
-        with open(self.install_dir / "device.log", "a") as handle:
-            handle.write(line + "\n")
+        if not logged:
+            with open(self.install_dir / "device.log", "a") as handle:
+                handle.write(line + "\n")
 
     def update(self, channel: str | None = None) -> UpdateOutcome:
         """Run one cycle; raise a UserError naming the cause when nothing could be installed."""
         for line in self.store.recover():
-            self._say(line)
+            self._say(line, logged=True)
         installed = self.store.active()
         self._say(f"installed: {installed.label() if installed else 'nothing'}")
         channel = channel or self.profile.channel
@@ -112,9 +125,12 @@ class DeviceClient:
         if info is None:
             raise UpdateRefused(f"{entry['bundle']} is named by the channel pointer but not signed by its role")
         bundle, via = self._fetch(info, installed)
-        result = self.store.install(bundle, self.public_key)
+        try:
+            result = self.store.install(bundle, self.public_key)
+        finally:
+            bundle.unlink(missing_ok=True)  # the slot keeps its own copy; a refused one is not kept
         for line in result.log:
-            self._say(line)
+            self._say(line, logged=True)
         return self._outcome("installed", result.bundle, via)
 
     def _outcome(self, status: str, installed: InstalledBundle | None, via: str) -> UpdateOutcome:
@@ -135,7 +151,7 @@ class DeviceClient:
                 return dest, "delta"
             except UserError as error:
                 self._say(f"delta failed, falling back to the full bundle: {error}")
-        download(self.tuf.target_url(info), dest, info.length, expected)
+        download(self.tuf.target_url(info), dest, info.length, expected, self.timeout_s)
         self._say(f"downloaded {name} ({info.length} bytes, sha256 verified against signed metadata)")
         return dest, "full"
 

@@ -59,7 +59,8 @@ def _fetch_once(url: str, part: Path, length: int, timeout: float) -> None:
     except requests.RequestException as error:
         raise DownloadError(f"GET {url}: {type(error).__name__}: {error}") from error
     except OSError as error:
-        if error.errno == errno.ENOSPC:
+        # EFBIG: a file-size limit (ulimit -f, quota) stops the write like a full disk would.
+        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             free = shutil.disk_usage(part.parent).free
             raise DownloadError(
                 f"disk full while downloading {url} into {part.parent} ({free} bytes free, {length} needed)"

@@ -23,6 +23,10 @@ def finetuned_minilm(out_dir: Path, version: str, seed: int = 0) -> Path:
     """
     import torch
     from transformers import AutoModel
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
     shipped = MODELS_DIR / "minilm.toml"
     source = model_directory(load_recipe(str(shipped)))
