@@ -43,6 +43,7 @@ test: $(STAMP)
 
 bench: $(OLIVE)
 	$(BIN)/edgebuild bench --repeats 100
+	$(BIN)/edgebuild bench-ota --kills 200
 
 targets: $(STAMP)
 	@$(BIN)/edgebuild targets

@@ -280,6 +280,16 @@ def bench(models_: tuple[str, ...], repeats: int, no_olive: bool, json_path: Pat
     )
 
 
+@main.command("bench-ota")
+@click.option("--kills", default=200, show_default=True, help="kill -9 rounds per install method.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures as JSON here.")
+def bench_ota(kills: int, json_path: Path | None) -> None:
+    """Benchmark delivery: verify MB/s, delta size, metadata bytes for 10,000 bundles, kills survived."""
+    from compiler.ota.bench import run_ota_bench
+
+    run_ota_bench(kills, json_path)
+
+
 @main.group()
 def cache() -> None:
     """Inspect or clear the stage cache (artifacts/cache)."""

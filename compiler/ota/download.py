@@ -59,11 +59,16 @@ def _fetch_once(url: str, part: Path, length: int, timeout: float) -> None:
     except requests.RequestException as error:
         raise DownloadError(f"GET {url}: {type(error).__name__}: {error}") from error
     except OSError as error:
-        # EFBIG: a file-size limit (ulimit -f, quota) stops the write like a full disk would.
-        if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
             free = shutil.disk_usage(part.parent).free
             raise DownloadError(
-                f"disk full while downloading {url} into {part.parent} ({free} bytes free, {length} needed)"
+                f"out of space while downloading {url} into {part.parent}: disk full "
+                f"({free} bytes free, {length} needed)"
+            ) from error
+        if error.errno == errno.EFBIG:  # a file-size limit (ulimit -f) stops the write like a full disk
+            raise DownloadError(
+                f"out of space while downloading {url} into {part.parent}: file size limit reached "
+                f"at {part.stat().st_size} of {length} bytes (ulimit -f or quota)"
             ) from error
         raise
 
@@ -85,7 +90,7 @@ def download(url: str, dest: Path, length: int, sha256: str, timeout: float = TI
             _fetch_once(url, part, length, timeout)
         except DownloadError as error:
             last = error
-            if "more than" in str(error) or "disk full" in str(error) or "HTTP 4" in str(error):
+            if "more than" in str(error) or "out of space" in str(error) or "HTTP 4" in str(error):
                 part.unlink(missing_ok=True)
                 raise
             continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -89,14 +90,27 @@ class _RepositoryHandler(BaseHTTPRequestHandler):
         self.end_headers()
 
 
-def serve(repo: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[ThreadingHTTPServer, threading.Thread]:
+class RepositoryServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that logs a client hanging up mid-response (a device that stopped reading
+    endless or refused data, a killed download) as one line instead of printing a traceback."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple[str, int]) -> None:  # type: ignore[override]
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            LOG.info("%s: client went away: %s", client_address[0], error)
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+def serve(repo: Path, host: str = "127.0.0.1", port: int = 0) -> tuple[RepositoryServer, threading.Thread]:
     """Start serving `repo` in a daemon thread; port 0 picks a free port (see `server.server_port`).
 
     Call `server.shutdown()` then `server.server_close()` to stop it.
     """
     handler = type("RepositoryHandler", (_RepositoryHandler,), {"root": repo.resolve()})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = RepositoryServer((host, port), handler)
     # A short poll interval makes shutdown() return quickly (tests start and stop many servers).
     thread = threading.Thread(
         target=server.serve_forever,
@@ -118,25 +132,3 @@ def serving(repo: Path, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]
         server.shutdown()
         server.server_close()
         thread.join()
-
-
-def main() -> None:
-    """`python -m compiler.ota.server REPO [PORT]`: serve a repository until interrupted."""
-    import sys
-
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    port = int(sys.argv[2]) if len(sys.argv) > 2 else 8000
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", port), type("RepositoryHandler", (_RepositoryHandler,), {"root": Path(sys.argv[1]).resolve()})
-    )
-    LOG.info("serving %s at http://127.0.0.1:%d", sys.argv[1], server.server_port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-
-
-if __name__ == "__main__":
-    main()

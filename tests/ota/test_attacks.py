@@ -250,7 +250,7 @@ def test_tampered_metadata(world: World, case: Case) -> None:
     publish_v2(world, case)
     role = max((case.repo / "metadata").glob(f"*.{TARGET}.json"), key=lambda p: int(p.name.split(".")[0]))
     role.write_bytes(role.read_bytes().replace(b'"1.0.1"', b'"9.9.9"'))
-    refused(world, case, "metadata")
+    refused(world, case, "metadata not signed by enough trusted keys")
 
 
 def test_rollback_to_old_metadata_is_refused(world: World, case: Case) -> None:
@@ -285,7 +285,7 @@ def test_mix_and_match_of_metadata_versions(world: World, case: Case) -> None:
     versions = sorted(int(p.name.split(".")[0]) for p in metadata.glob(f"*.{TARGET}.json"))
     newest, older = metadata / f"{versions[-1]}.{TARGET}.json", metadata / f"{versions[-2]}.{TARGET}.json"
     newest.write_bytes(older.read_bytes())  # a valid, signed, but older role served as the new one
-    refused(world, case, "metadata")
+    refused(world, case, f"Expected {TARGET} v{versions[-1]}, got v{versions[-2]}")
 
 
 @pytest.mark.parametrize("what", ["bundle", "timestamp"])
@@ -323,7 +323,7 @@ def test_revoked_target_key_cannot_sign(world: World, case: Case) -> None:
         repository.role(TARGET).signed.targets.pop(bundle_path(TARGET, "digits-cnn", "1.0.1"))
         repository.mark(TARGET)
         repository.commit()
-    refused(world, case, "metadata")
+    refused(world, case, f"{TARGET} was signed by 0/1 keys")
 
 
 def test_a_role_cannot_sign_for_another_targets_paths(world: World, case: Case) -> None:
@@ -370,7 +370,7 @@ def test_disk_full_during_download(world: World, case: Case) -> None:
     publish_v2(world, case)
     case.faults[".tar.zst"] = "404"  # force the full download, which is larger than the limit
     size = world.bundles[V2].stat().st_size
-    refused(world, case, "disk full while downloading", limit_file_bytes=size // 2)
+    refused(world, case, "out of space while downloading", limit_file_bytes=size // 2)
 
 
 @pytest.mark.parametrize(
