@@ -30,7 +30,8 @@ from compiler.cli import main
 from compiler.config import ROOT
 from compiler.ota import server as server_module
 from compiler.ota.keystore import Keystore
-from compiler.ota.repository import Expiry, Repository, bundle_path, promote, publish, refresh, rotate_key
+from compiler.ota.repo_state import Expiry, Repository
+from compiler.ota.repository import bundle_path, promote, publish, refresh, rotate_key
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 from tests.toml_variants import variant

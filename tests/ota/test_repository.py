@@ -16,13 +16,11 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, TargetFile
 
-from compiler.ota import repository as repo_module
+from compiler.ota import repo_state
 from compiler.ota.delta import apply_delta
 from compiler.ota.keystore import Keystore, KeystoreError, default_keys_dir
+from compiler.ota.repo_state import Expiry, RepoError, Repository
 from compiler.ota.repository import (
-    Expiry,
-    RepoError,
-    Repository,
     add_synthetic_targets,
     bundle_path,
     init_repository,
@@ -357,7 +355,7 @@ def test_synthetic_catalogue_lookup_downloads_little_metadata(
     publish(repo, make_bundle(bundles, "1.0.0"), keys)
     bins = Repository.open(repo, keys).role(TARGET).signed.delegations
     assert bins is not None and bins.succinct_roles is not None
-    assert bins.succinct_roles.bit_length == repo_module.bin_bit_length(2002)
+    assert bins.succinct_roles.bit_length == repo_state.bin_bit_length(2002)
     bootstrap = (repo / "metadata" / "1.root.json").read_bytes()
     synthetic = bundle_path(TARGET, "synthetic", "0.1.999")
     used = metadata_bytes_for_lookup(tmp_path / "device", url, bootstrap, "beta", TARGET, synthetic)
