@@ -86,6 +86,7 @@ def _onnx_recipe(path: Path) -> config.ModelRecipe:
     help="Also write the signed bundle (skipped when up to date).",
 )
 @click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
+@click.option("--tune-trials", type=int, help="TVM targets: MetaSchedule trials (0 = untuned), instead of [tune].")
 def build(
     target: str,
     model: str,
@@ -95,15 +96,16 @@ def build(
     artifacts: Path,
     make_bundle: bool,
     key: Path | None,
+    tune_trials: int | None,
 ) -> None:
     """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify, package."""
     from compiler.cache import Cache
     from compiler.pipeline import build as run_build
     from compiler.pipeline import output_dir
 
-    spec = config.load_target(target, check_passes=False)  # checked by build() unless up to date
+    spec = _with_trials(config.load_target(target, check_passes=False), tune_trials)  # passes checked by build()
     recipe = _onnx_recipe(onnx_path) if onnx_path else config.load_recipe(model)
-    command = _canonical_command(spec.name, recipe.name, onnx_path)
+    command = _canonical_command(spec.name, recipe.name, onnx_path, tune_trials)
     outcome = run_build(
         recipe,
         spec,
@@ -130,11 +132,22 @@ def build(
         click.echo(json.dumps(record, indent=2, sort_keys=True))
 
 
-def _canonical_command(target: str, model: str, onnx_path: Path | None) -> str:
+def _with_trials(spec: config.TargetSpec, trials: int | None) -> config.TargetSpec:
+    if trials is None:
+        return spec
+    if spec.runtime != "tvm":
+        raise UserError(f"--tune-trials applies to TVM targets; {spec.name} runs on {spec.runtime}")
+    from compiler.backends.tvm_build import with_trials
+
+    return with_trials(spec, trials)
+
+
+def _canonical_command(target: str, model: str, onnx_path: Path | None, trials: int | None = None) -> str:
     """The build command recorded in provenance: only what decides the output (no paths of this
     host such as --artifacts or --key), so the same build on another machine records the same."""
     source = f"--onnx {shlex.quote(onnx_path.name)}" if onnx_path else f"--model {shlex.quote(model)}"
-    return f"edgebuild build --target {shlex.quote(target)} {source}"
+    tuning = f" --tune-trials {trials}" if trials is not None else ""
+    return f"edgebuild build --target {shlex.quote(target)} {source}{tuning}"
 
 
 def _package(build_dir: Path, key: Path | None) -> None:
@@ -157,6 +170,32 @@ def package(target: str, model: str, key: Path | None, artifacts: Path) -> None:
     name = config.load_recipe(model).name if not model.endswith(".onnx") else Path(model).stem
     spec_name = config.load_target(target, check_passes=False).name
     _package(artifacts / name / spec_name, key)
+
+
+@main.command()
+@click.argument("model")
+@click.option("-t", "--target", required=True, help="A TVM target (see `edgebuild targets`) or a .toml path.")
+@click.option("--trials", type=int, help="MetaSchedule trials (default: the target's [tune] trials).")
+@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
+def tune(model: str, target: str, trials: int | None, artifacts: Path) -> None:
+    """Tune MODEL for a TVM TARGET into its tuning database (reused by later builds), then report."""
+    from compiler.cache import Cache
+    from compiler.pipeline import build as run_build
+    from compiler.pipeline import output_dir
+
+    spec = config.load_target(target, check_passes=False)
+    if spec.runtime != "tvm":
+        raise UserError(f"{spec.name} runs on {spec.runtime}: only TVM targets are tuned (e.g. desktop-tvm)")
+    spec = _with_trials(spec, trials)
+    recipe = config.load_recipe(model)
+    command = _canonical_command(spec.name, recipe.name, None, trials)
+    outcome = run_build(recipe, spec, Cache(artifacts / "cache"), output_dir(recipe, spec, artifacts), command)
+    tuning = outcome.record["stages"][-1]["stats"].get("tuning", {})
+    step(
+        f"tuning ({tuning.get('source', 'n/a')}): {tuning.get('new_trials', 0)} new trials of "
+        f"{tuning.get('requested_trials', 0)} requested, {len(tuning.get('tasks', []))} tasks, "
+        f"{tuning.get('wall_s', 0.0):.1f} s; per-task table in {outcome.out_dir / 'report.md'}"
+    )
 
 
 @main.command()

@@ -18,7 +18,8 @@ TARGETS_DIR = ROOT / "targets"
 MODELS_DIR = ROOT / "models"
 
 FAMILIES = ("transformer", "cnn", "generic")
-RUNTIMES = ("onnxruntime",)  # tvm, tflite and coreml backends arrive with their own issues
+RUNTIMES = ("onnxruntime", "tvm")  # tflite and coreml backends arrive with their own issues
+TUNE_RUNNERS = ("local", "rpc")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 SPEED_GATES = ("off", "warn", "fail")
 METRICS = ("embedding_cosine", "top1_accuracy", "output_cosine")
@@ -154,7 +155,7 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     if name != path.stem:
         raise ConfigError(f"{path}: field 'name' is {name!r} but the file is {path.name}; make them agree")
     platform = top.table("platform", required=True)
-    platform.reject_unknown(("os", "arch", "triple", "cpu", "features"))
+    platform.reject_unknown(("os", "arch", "triple", "cpu", "features", "mattr"))
     for key in ("os", "arch"):
         platform.get(key, str)
     runtime = top.table("runtime", required=True)
@@ -162,7 +163,7 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     verify = top.table("verify")
     verify.reject_unknown(("speed_gate", "max_latency_ratio"))
     tune = top.table("tune")
-    tune.reject_unknown(("trials", "runner"))
+    tune.reject_unknown(("trials", "max_trials_per_task", "runner", "tracker", "key"))
     package = top.table("package")
     package.reject_unknown(("channel",))
 
@@ -193,7 +194,13 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
         passes=passes,
         speed_gate=verify.get("speed_gate", str, default="warn", choices=SPEED_GATES),
         max_latency_ratio=float(verify.get("max_latency_ratio", (int, float), default=1.0)),
-        tune={"trials": tune.get("trials", int, default=0), "runner": tune.get("runner", str, default="local")},
+        tune={
+            "trials": tune.get("trials", int, default=0),
+            "max_trials_per_task": tune.get("max_trials_per_task", int, default=None),
+            "runner": tune.get("runner", str, default="local", choices=TUNE_RUNNERS),
+            "tracker": tune.get("tracker", str, default=None),
+            "key": tune.get("key", str, default=None),
+        },
         channel=package.get("channel", str, default="stable"),
     )
     if check_passes:

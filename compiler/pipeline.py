@@ -33,7 +33,18 @@ from compiler.progress import step
 ARTIFACTS = ROOT / "artifacts"
 RECORD = "report.json"
 RECORD_SCHEMA = "edgebuild.build-result/1"
-CORE_TOOLS = ("edgebuild", "torch", "onnx", "onnxruntime", "onnxslim", "onnxsim", "transformers", "numpy")
+CORE_TOOLS = (
+    "edgebuild",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxslim",
+    "onnxsim",
+    "transformers",
+    "numpy",
+    "apache-tvm",
+    "apache-tvm-ffi",
+)
 
 
 @dataclass
@@ -75,6 +86,7 @@ def build_key(recipe: ModelRecipe, target: TargetSpec) -> str:
             {
                 "recipe": sha256_file(recipe.path) if recipe.path else canonical_json(recipe.__dict__),
                 "target": sha256_file(target.path),
+                "tune": target.tune,  # `--tune-trials` overrides the file
                 "source": sha256_tree(source_files(recipe)),
                 "data": sha256_tree(data_files(recipe)),
                 "code": code_fingerprint(),
@@ -156,7 +168,8 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: Any, comm
         "target": {
             "name": target.name,
             "description": target.description,
-            "platform": target.platform,
+            # TVM builds for the host CPU name the ISA extensions the code may use.
+            "platform": {**target.platform, **_compiled_isa(result.stages)},
             "runtime": target.runtime,
             "runtime_min_version": target.runtime_min_version,
             "precision": target.precision,
@@ -181,6 +194,11 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: Any, comm
             "build_command": command,
         },
     }
+
+
+def _compiled_isa(stages: list[dict[str, Any]]) -> dict[str, Any]:
+    features = stages[-1].get("stats", {}).get("isa_features")
+    return {"features": features} if features else {}
 
 
 def _publish(out_dir: Path, result: Any, record: dict[str, Any]) -> None:

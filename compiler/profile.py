@@ -20,13 +20,15 @@ from compiler.config import ROOT, ModelRecipe
 from compiler.data import Dataset
 from compiler.measurements import host_fingerprint, recall_or_measure
 from compiler.progress import step
-from compiler.runtime import measure_latency, ort_runner, session
+from compiler.runtime import measure_latency, predictor
 
 CODE = [ROOT / "compiler" / "profile.py", ROOT / "compiler" / "verify.py", ROOT / "compiler" / "runtime.py"]
 THREADS = 1
 
 
-def _node_count(path: Path) -> int:
+def _node_count(path: Path) -> int | None:
+    if path.suffix != ".onnx":
+        return None  # a compiled library, not a graph
     return len(onnx.load(str(path), load_external_data=False).graph.node)
 
 
@@ -49,7 +51,8 @@ def profile_stages(
         shape = {name: list(array.shape) for name, array in dataset.bench.items()}
 
         def time_models() -> dict[str, float]:
-            runners = {str(i): ort_runner(session(p, threads=THREADS), dataset.bench) for i, p in enumerate(paths)}
+            predictors = {str(i): predictor(p, threads=THREADS) for i, p in enumerate(paths)}
+            runners = {key: (lambda run=run: run(dataset.bench)) for key, run in predictors.items()}
             return measure_latency(runners, label=f"timing {len(paths)} models at {shape}")
 
         subject = {

@@ -20,16 +20,28 @@ from compiler.errors import ModelError
 MANIFEST = "pass.json"
 
 
-def write(root: Path, pass_name: str, options: dict[str, Any], source: Path, family: str,
-          transformer_shape: dict[str, int], done: list[str]) -> Path:
+def write(
+    root: Path,
+    pass_name: str,
+    options: dict[str, Any],
+    source: Path,
+    family: str,
+    transformer_shape: dict[str, int],
+    done: list[str],
+) -> Path:
     """Store the failing pass's input and options; returns the reproducer directory."""
     from compiler.cache import sha256_file
 
     directory = root / "repro" / f"{pass_name}-{sha256_file(source)}"
     directory.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(source, directory / "input.onnx")
-    manifest = {"pass": pass_name, "options": options, "family": family, "transformer_shape": transformer_shape,
-                "after": done}
+    manifest = {
+        "pass": pass_name,
+        "options": options,
+        "family": family,
+        "transformer_shape": transformer_shape,
+        "after": done,
+    }
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return directory
 
@@ -57,7 +69,13 @@ def replay(directory: Path) -> dict[str, Any]:
 
     pass_class = CATALOGUE[manifest["pass"]]
     graph_pass = pass_class(config_from_options(pass_class.Config, manifest["options"], str(manifest_path)))
-    context = PassContext(workdir=directory, model_family=manifest["family"], calibration=lambda: dataset.calibration,
-                          evaluate=evaluate, fingerprint="replay", transformer_shape=manifest["transformer_shape"])
+    context = PassContext(
+        workdir=directory,
+        model_family=manifest["family"],
+        calibration=lambda: dataset.calibration,
+        evaluate=evaluate,
+        fingerprint="replay",
+        transformer_shape=manifest["transformer_shape"],
+    )
     result = apply_pass(graph_pass, model, context, manifest["after"])
     return result.stats

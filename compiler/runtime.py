@@ -2,6 +2,8 @@
 
 Latency figures are ratios measured in one run, interleaved: the machine is shared and noisy, so
 models are timed round-robin (each repeat runs every model once) and compared by median.
+`predictor` runs any artifact the build makes on this host: ONNX through ONNX Runtime, a TVM
+`model.so` through TVM's Relax VM (with its static shapes, see `pad_to_static`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from compiler.errors import ModelError
 from compiler.progress import progress_bar
 
 Feeds = dict[str, np.ndarray]
+Predict = Callable[[Feeds], list[np.ndarray]]
+IO_RECORD = "io.json"  # beside a compiled artifact that is not ONNX: its inputs, outputs, static shapes
 
 
 def session(
@@ -43,6 +47,51 @@ def session(
     except Exception as error:  # ORT raises bare RuntimeError subclasses for unloadable graphs
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from error
+
+
+def predictor(model: onnx.ModelProto | Path, threads: int = 1) -> Predict:
+    """A function from named inputs to outputs for `model`, run on this host.
+
+    A TVM `.so` (compiled for this host) is run by TVM's VM at the static shapes in its
+    `io.json`; anything else must be ONNX and runs on ONNX Runtime.
+    """
+    if isinstance(model, Path) and model.suffix == ".so":
+        import json
+
+        from compiler.backends import tvm as tvm_backend
+
+        io = json.loads(model.with_name(IO_RECORD).read_text())
+        names = [entry["name"] for entry in io["inputs"]]
+        return pad_to_static(tvm_backend.load_runner(model, names), io["input_shapes"])
+    sess = session(model, threads)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
+
+
+def pad_to_static(run: Predict, shapes: dict[str, list[int]]) -> Predict:
+    """Feed a static-shape model smaller batches or sequences: zero-pad every input up to its
+    compiled shape, run, and cut each output axis whose compiled size was padded back to the real
+    size. Right for what recipes feed: padded batch rows are independent, and padded tokens carry
+    attention mask 0 (so real tokens' outputs are unchanged up to float rounding)."""
+
+    def padded(feeds: Feeds) -> list[np.ndarray]:
+        resized: dict[int, int] = {}
+        full = {}
+        for name, shape in shapes.items():
+            array = feeds[name]
+            if list(array.shape) == list(shape):
+                full[name] = array
+                continue
+            if array.ndim != len(shape) or any(have > want for have, want in zip(array.shape, shape, strict=True)):
+                raise ModelError(f"input '{name}' has shape {list(array.shape)}; the artifact was compiled for {shape}")
+            for have, want in zip(array.shape, shape, strict=True):
+                if have != want:
+                    resized[want] = have
+            full[name] = np.pad(array, [(0, want - have) for have, want in zip(array.shape, shape, strict=True)])
+        outputs = run(full)
+        return [out[tuple(slice(0, resized.get(size, size)) for size in out.shape)] for out in outputs]
+
+    return padded
 
 
 def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[np.ndarray]]:

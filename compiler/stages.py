@@ -18,7 +18,7 @@ from compiler.errors import PassError
 from compiler.importers import import_model
 from compiler.importers.torch_export import load_reference
 from compiler.progress import step
-from compiler.runtime import run_batches, session
+from compiler.runtime import predictor, session
 from compiler.verify import Outputs, check_fidelity, score, speed_verdict
 from passes.base import Fidelity, GraphPass, PassContext, TorchPass, apply_pass
 from passes.catalogue import instantiate
@@ -56,13 +56,15 @@ def _report_cache(stage: str, hit: bool) -> None:
 
 
 class Evaluator:
-    """Runs candidates on ORT over the verification batches and scores them against the reference."""
+    """Runs candidates (ONNX on ORT, compiled artifacts on their runtime) over the verification
+    batches and scores them against the reference."""
 
     def __init__(self, recipe: ModelRecipe, dataset: Dataset, reference: Outputs) -> None:
         self.recipe, self.dataset, self.reference = recipe, dataset, reference
 
     def outputs(self, model: onnx.ModelProto | Path) -> Outputs:
-        return run_batches(session(model), self.dataset.verify)
+        predict = predictor(model)
+        return [predict(feeds) for feeds in self.dataset.verify]
 
     def __call__(self, model: onnx.ModelProto | Path) -> Fidelity:
         return score(self.recipe.metric, self.reference, self.outputs(model), self.dataset.verify, self.dataset.labels)
@@ -162,8 +164,9 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
                 result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
             except PassError as error:
                 shape = dict(context.transformer_shape)
-                where = reproducer.write(cache.root, graph_pass.name, graph_pass.options(), source,
-                                         recipe.family, shape, list(done))
+                where = reproducer.write(
+                    cache.root, graph_pass.name, graph_pass.options(), source, recipe.family, shape, list(done)
+                )
                 raise PassError(f"{error} (reproducer: edgebuild replay {where})") from error
             onnx.save(result.model, str(directory / "model.onnx"))
             return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
@@ -185,18 +188,31 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         done.append(graph_pass.name)
 
     backend = backend_for(target.runtime)
+    shapes = {name: list(array.shape) for name, array in dataset.bench.items()}
+    if target.runtime == "tvm":
+        from compiler.backends import tvm_build
+
+        compile_config = tvm_build.key_config(target, shapes, cache.root)
+        code_files = [*backend.FINGERPRINT_FILES, Path(tvm_build.__file__)]
+        compile_config["onnxslim"] = tool_versions("onnxslim")
+    else:
+        compile_config = {"runtime": target.runtime, "level": target.graph_optimization}
+        code_files = list(backend.FINGERPRINT_FILES)
     compile_key = stage_key(
         "compile",
         inputs={"model": sha256_file(current)},
-        config={"runtime": target.runtime, "level": target.graph_optimization},
-        code=sha256_tree(list(backend.FINGERPRINT_FILES)),
+        config=compile_config,
+        code=sha256_tree(code_files),
         tools=tool_versions(*backend.TOOLS),
     )
 
     def run_compile(directory: Path) -> dict[str, Any]:
-        step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
         started = time.perf_counter()
-        meta = backend.compile_model(current, target, directory)
+        if target.runtime == "tvm":
+            meta = tvm_build.compile_for(target, current, shapes, cache.root, directory)
+        else:
+            step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
+            meta = backend.compile_model(current, target, directory)
         return {**meta, "_seconds": round(time.perf_counter() - started, 2)}
 
     compiled = cache.get_or_build("compile", compile_key, run_compile)
@@ -209,7 +225,7 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
             "path": artifact,
             "cached": compiled.hit,
             "seconds": compiled.meta["_seconds"],
-            "stats": {"graph_optimization": target.graph_optimization},
+            "stats": _compile_stats(target, compiled.meta),
         }
     )
 
@@ -228,13 +244,24 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     if speed:
         warnings.append(speed)
 
-    artifact_name = f"{recipe.name}.onnx"
+    artifact_name = f"{recipe.name}{artifact.suffix}"
     files = [{"name": artifact_name, "sha256": sha256_file(artifact), "bytes": artifact.stat().st_size}]
-    sess = session(artifact)
+    if artifact.suffix == ".onnx":
+        sess = session(artifact)
+        inputs = [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()]
+        outputs = [{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()]
+        memory = None
+    else:  # a compiled library: its signature comes from the compiler, memory from the last graph
+        from compiler.packaging.manifest import estimate_memory
+
+        inputs, outputs = compiled.meta["inputs"], compiled.meta["outputs"]
+        memory = estimate_memory(current, shapes)
+        memory["weights_bytes"] = artifact.stat().st_size
+        memory["total_bytes"] = memory["weights_bytes"] + memory["activations_bytes"]
     return StagesResult(
         source_digest=source_digest,
-        inputs=[{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()],
-        outputs=[{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()],
+        inputs=inputs,
+        outputs=outputs,
         artifact_name=artifact_name,
         files=files,
         file_sources={artifact_name: artifact},
@@ -244,6 +271,7 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
             "size_ratio": artifact.stat().st_size / stages[0]["bytes"],
             "latency": profile["latency"],
             "fidelity": stages[-1]["fidelity"],
+            **({"memory": memory} if memory else {}),
         },
         stages=stages,
         verdict={
@@ -255,3 +283,10 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         pass_list=pass_list,
         import_meta={k: v for k, v in imported.meta.items() if not k.startswith("_")},
     )
+
+
+def _compile_stats(target: TargetSpec, meta: dict[str, Any]) -> dict[str, Any]:
+    """What the report shows for the compile stage: ORT's level, or TVM's target and tuning."""
+    if target.runtime != "tvm":
+        return {"graph_optimization": target.graph_optimization}
+    return {key: meta[key] for key in ("target", "tuning", "isa_features", "execution") if key in meta}

@@ -1,8 +1,10 @@
 """Compilation backends: ONNX -> the runtime artifact a target ships.
 
-Each backend exposes `compile_model(model_path, target, directory) -> meta` writing its artifact
-into `directory`, plus `FINGERPRINT_FILES` and `TOOLS` for its cache key. Only ONNX Runtime exists
-so far; TVM, TFLite and Core ML arrive with their own issues.
+Each backend exposes `compile_model(...) -> meta` writing its artifact into a directory, plus
+`FINGERPRINT_FILES` and `TOOLS` for its cache key: ONNX Runtime (`ort.py`: the graph optimised
+offline) and Apache TVM (`tvm.py`: a compiled library, tuned with MetaSchedule; `tvm_build.py`
+maps a target file onto it; `aarch64.py` cross-compiles and runs ARM64 code under qemu). TFLite
+and Core ML arrive with their own issues.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ from compiler.errors import ConfigError, did_you_mean
 
 
 def backend_for(runtime: str) -> ModuleType:
+    names = ("onnxruntime", "tvm")
+    if runtime not in names:
+        raise ConfigError(f"no backend for runtime '{runtime}'; {did_you_mean(runtime, names)}")
+    if runtime == "tvm":  # imported only when used: TVM takes seconds to load
+        from compiler.backends import tvm
+
+        return tvm
     from compiler.backends import ort
 
-    backends = {"onnxruntime": ort}
-    if runtime not in backends:
-        raise ConfigError(f"no backend for runtime '{runtime}'; {did_you_mean(runtime, backends)}")
-    return backends[runtime]
+    return ort

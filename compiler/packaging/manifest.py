@@ -156,7 +156,9 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
                 if k in metrics["fidelity"]
             },
         },
-        "memory": estimate_memory(build_dir / record["artifact"], metrics["latency"].get("input_shapes", {})),
+        # A compiled library is not a graph: its build recorded the estimate from its last ONNX.
+        "memory": metrics.get("memory")
+        or estimate_memory(build_dir / record["artifact"], metrics["latency"].get("input_shapes", {})),
         "provenance": {
             "source_digest": model["source"]["digest"],
             "source": {"kind": model["source"]["kind"], "spec": model["source"]["spec"]},

@@ -1,0 +1,263 @@
+"""Run TVM's Linux AArch64 artifacts on an x86 build host, under qemu-aarch64-static.
+
+What: an ARM64 `model.so` (a Relax VM executable exported with TVM's cross compiler) is executed by
+a small C++ runner (templates/tvm_runner.cc) linked against the aarch64 apache-tvm wheel's
+libtvm_runtime.so + libtvm_ffi.so: the same loader and runtime a device ships. qemu-user emulates
+the CPU; the build compares the outputs with its FP32 reference. Timings under emulation mean
+nothing, so this module only returns outputs.
+
+Needs: Debian's gcc/g++-aarch64-linux-gnu (with its sysroot /usr/aarch64-linux-gnu) and
+qemu-user-static (installed on demand when running as root), pip, and the network once to download
+the two aarch64 wheels. binfmt_misc is not assumed: qemu is called explicitly.
+
+Guarantees: the runtime libraries and the runner are built once and cached under the toolchains
+directory (written into a temporary directory and renamed, so a half-written entry is never
+seen); every failure is a `UserError` of one line saying what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from filelock import FileLock
+
+from compiler.config import ROOT
+from compiler.errors import UserError
+from compiler.progress import step
+
+DEFAULT_TOOLCHAINS = ROOT / ".toolchains" / "tvm-aarch64"
+RUNNER_SOURCE = ROOT / "templates" / "tvm_runner.cc"
+SYSROOT = Path("/usr/aarch64-linux-gnu")
+TVM_VERSION = "0.27.0.post1"
+TVM_FFI_VERSION = "0.1.14.post1"  # 0.1.15.x segfaults in JSON serialisation (DESIGN.md)
+APT_PACKAGES = ("gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu", "qemu-user-static")
+TOOLS = {"gxx": "aarch64-linux-gnu-g++", "gcc": "aarch64-linux-gnu-gcc", "qemu": "qemu-aarch64-static"}
+EM_AARCH64 = 183
+
+# Files taken from each wheel: archive prefix -> destination inside the runtime directory.
+_WHEEL_FILES = {
+    "apache_tvm-": {"tvm/lib/libtvm_runtime.so": "libtvm_runtime.so", "tvm/include/": "include/"},
+    "apache_tvm_ffi-": {"tvm_ffi/lib/libtvm_ffi.so": "libtvm_ffi.so", "tvm_ffi/include/": "include/"},
+}
+
+
+def is_aarch64_elf(path: Path) -> bool:
+    """True when `path` is a little-endian 64-bit ELF file for AArch64 (e_machine 183)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(20)
+    except OSError:
+        return False
+    # e_ident: magic, EI_CLASS=2 (64-bit), EI_DATA=1 (little-endian); e_machine is a u16 at offset 18.
+    elf64_le = len(header) == 20 and header[:4] == b"\x7fELF" and header[4] == 2 and header[5] == 1
+    return elf64_le and int.from_bytes(header[18:20], "little") == EM_AARCH64
+
+
+def _first_line(command: list[str]) -> str:
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    return (result.stdout or result.stderr).strip().splitlines()[0] if result.returncode == 0 else "unknown"
+
+
+def _find_tools() -> dict[str, str | None]:
+    return {key: shutil.which(name) for key, name in TOOLS.items()}
+
+
+def ensure_cross_toolchain() -> dict[str, str]:
+    """Paths and versions of the AArch64 cross compilers and qemu-aarch64-static, installing them if needed.
+
+    Returns keys gxx, gcc, qemu (paths), sysroot, and gxx_version, gcc_version, qemu_version (first
+    line of `--version`) for cache keys and manifests. As root on a Debian-like host the missing
+    packages are installed with apt-get; otherwise a UserError gives the command to run.
+    """
+    tools = _find_tools()
+    if not all(tools.values()) or not SYSROOT.is_dir():
+        command = f"apt-get install -y {' '.join(APT_PACKAGES)}"
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            missing = ", ".join(TOOLS[k] for k, v in tools.items() if not v) or str(SYSROOT)
+            raise UserError(f"ARM64 cross toolchain missing ({missing}): run `sudo {command}` (Debian/Ubuntu)")
+        step(f"installing the ARM64 cross toolchain: {command}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        # Another build may hold the dpkg lock; wait for it instead of failing at once.
+        lock = ["-o", "DPkg::Lock::Timeout=600"]
+        for args in (["update", "-qq"], ["install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES]):
+            result = subprocess.run(["apt-get", *lock, *args], env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = " | ".join(result.stderr.strip().splitlines()[-3:])
+                raise UserError(f"`apt-get {' '.join(args)}` failed ({tail}); run `{command}` by hand")
+        tools = _find_tools()
+        if not all(tools.values()) or not SYSROOT.is_dir():
+            raise UserError(f"ARM64 cross toolchain still missing after apt-get: run `{command}`")
+    paths = {key: str(path) for key, path in tools.items()}
+    versions = {f"{key}_version": _first_line([path, "--version"]) for key, path in paths.items()}
+    return {**paths, "sysroot": str(SYSROOT), **versions}
+
+
+def cross_compiler() -> Any:
+    """TVM's `fcompile` for export_library that links with the AArch64 g++ (installed if missing)."""
+    import tvm.support.cc
+
+    return tvm.support.cc.cross_compiler(ensure_cross_toolchain()["gxx"])
+
+
+def _extract(wheel: Path, wanted: dict[str, str], dest: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        for name in archive.namelist():
+            if name.endswith("/"):  # directory entries; files create their parents
+                continue
+            for prefix, target in wanted.items():
+                if name == prefix or (prefix.endswith("/") and name.startswith(prefix)):
+                    out = dest / (target + name[len(prefix) :] if prefix.endswith("/") else target)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    out.write_bytes(archive.read(name))
+
+
+def tvm_runtime_libs(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
+    """A directory with the aarch64 libtvm_runtime.so, libtvm_ffi.so and their C++ headers (include/).
+
+    Downloaded once from PyPI (apache-tvm and apache-tvm-ffi aarch64 wheels, pinned versions) and
+    kept under `toolchains_dir`; later calls return the cached directory without network access.
+    """
+    final = toolchains_dir / f"runtime-tvm{TVM_VERSION}-ffi{TVM_FFI_VERSION}"
+    if (final / "libtvm_runtime.so").is_file():
+        return final
+    toolchains_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(toolchains_dir / ".runtime.lock")):
+        if (final / "libtvm_runtime.so").is_file():  # another build made it while we waited
+            return final
+        step(f"downloading the aarch64 TVM runtime (apache-tvm {TVM_VERSION}, apache-tvm-ffi {TVM_FFI_VERSION})")
+        with tempfile.TemporaryDirectory(dir=toolchains_dir, prefix=".tmp-runtime-") as tmp:
+            wheels, staging = Path(tmp) / "wheels", Path(tmp) / "runtime"
+            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"]
+            command += ["--platform", "manylinux_2_28_aarch64", "--python-version", "3.11", "-d", str(wheels)]
+            command += [f"apache-tvm=={TVM_VERSION}", f"apache-tvm-ffi=={TVM_FFI_VERSION}"]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                tail = " | ".join(result.stderr.strip().splitlines()[-2:])
+                raise UserError(f"cannot download the aarch64 TVM wheels ({tail}); check network access to PyPI")
+            for prefix, wanted in _WHEEL_FILES.items():
+                found = sorted(wheels.glob(f"{prefix}[0-9]*.whl"))
+                if not found:
+                    raise UserError(f"pip did not download the {prefix.rstrip('-')} wheel into {wheels}")
+                _extract(found[0], wanted, staging)
+            for lib in ("libtvm_runtime.so", "libtvm_ffi.so"):
+                if not is_aarch64_elf(staging / lib):
+                    raise UserError(f"{lib} from the downloaded wheel is not an AArch64 library")
+            staging.rename(final)
+    return final
+
+
+def build_runner(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
+    """The aarch64 `tvm_runner` executable, compiled from templates/tvm_runner.cc once per source + toolchain.
+
+    The runner sits next to copies of libtvm_runtime.so and libtvm_ffi.so and finds them through
+    rpath $ORIGIN, as it would on a device.
+    """
+    tools = ensure_cross_toolchain()
+    runtime = tvm_runtime_libs(toolchains_dir)
+    digest = hashlib.sha256(RUNNER_SOURCE.read_bytes())
+    for value in (tools["gxx_version"], runtime.name):
+        digest.update(b"\0" + value.encode())
+    final = toolchains_dir / f"runner-{digest.hexdigest()[:16]}"
+    if (final / "tvm_runner").is_file():
+        return final / "tvm_runner"
+    with FileLock(str(toolchains_dir / ".runner.lock")):
+        if (final / "tvm_runner").is_file():
+            return final / "tvm_runner"
+        step("compiling the aarch64 TVM runner (templates/tvm_runner.cc)")
+        with tempfile.TemporaryDirectory(dir=toolchains_dir, prefix=".tmp-runner-") as tmp:
+            staging = Path(tmp) / "runner"
+            staging.mkdir()
+            for lib in ("libtvm_runtime.so", "libtvm_ffi.so"):
+                shutil.copy2(runtime / lib, staging / lib)
+            # --no-as-needed: the runner calls nothing in libtvm_runtime directly, but loading it is
+            # what registers the Relax VM that model.so's vm_load_executable needs.
+            command = [tools["gxx"], "-std=c++17", "-O2", str(RUNNER_SOURCE), "-I", str(runtime / "include")]
+            command += ["-L", str(staging), "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed"]
+            command += ["-Wl,-rpath,$ORIGIN", "-o", str(staging / "tvm_runner")]
+            result = subprocess.run(command, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                errors = [line for line in result.stderr.splitlines() if "error" in line][:3]
+                raise UserError(f"compiling {RUNNER_SOURCE.name} failed: {' | '.join(errors) or result.stderr[-400:]}")
+            staging.rename(final)
+    return final / "tvm_runner"
+
+
+def run_batches_under_qemu(
+    model_so: Path,
+    batches: list[dict[str, np.ndarray]],
+    timeout_s: int = 3600,
+    toolchains_dir: Path = DEFAULT_TOOLCHAINS,
+) -> list[list[np.ndarray]]:
+    """Outputs of `model_so`'s `main` for every batch, in one qemu-aarch64 process (the model is
+    loaded once: verification runs hundreds of batches and a process start costs ~0.3 s)."""
+    if not is_aarch64_elf(model_so):
+        raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
+    tools = ensure_cross_toolchain()
+    runner = build_runner(toolchains_dir)
+    with tempfile.TemporaryDirectory(prefix="edgebuild-qemu-") as tmp:
+        in_dir, out_dir = Path(tmp) / "in", Path(tmp) / "out"
+        for call, inputs in enumerate(batches):
+            (in_dir / str(call)).mkdir(parents=True)
+            for index, array in enumerate(inputs.values()):
+                np.save(in_dir / str(call) / f"{index}.npy", np.ascontiguousarray(array, array.dtype.newbyteorder("<")))
+        out_dir.mkdir()
+        _run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
+        results = []
+        for call in range(len(batches)):
+            directory = out_dir / str(call)
+            results.append([np.load(directory / f"{i}.npy") for i in range(len(list(directory.glob("*.npy"))))])
+    return results
+
+
+def _run_runner(
+    tools: dict[str, str], runner: Path, model_so: Path, in_dir: Path, out_dir: Path, timeout_s: int
+) -> None:
+    command = [tools["qemu"], "-L", tools["sysroot"], "-E", f"LD_LIBRARY_PATH={runner.parent}"]
+    command += [str(runner), str(model_so), str(in_dir), str(out_dir)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as error:
+        raise UserError(f"{model_so.name} did not finish within {timeout_s} s under qemu-aarch64") from error
+    if result.returncode != 0:
+        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
+        raise UserError(f"{model_so.name} failed under qemu-aarch64 (exit {result.returncode}): {tail}")
+
+
+def run_under_qemu(
+    model_so: Path,
+    inputs: dict[str, np.ndarray],
+    output_count: int | None = None,
+    timeout_s: int = 600,
+    toolchains_dir: Path = DEFAULT_TOOLCHAINS,
+) -> list[np.ndarray]:
+    """Outputs of the aarch64 Relax `model_so`'s `main` on `inputs`, executed under qemu-aarch64-static.
+
+    `inputs` are passed positionally in dict order, which must be main's parameter order (the ONNX
+    graph's input order for an imported model). A tuple result comes back flattened. When
+    `output_count` is given, a different number of outputs is an error.
+    """
+    if not is_aarch64_elf(model_so):
+        raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
+    tools = ensure_cross_toolchain()
+    runner = build_runner(toolchains_dir)
+    with tempfile.TemporaryDirectory(prefix="edgebuild-qemu-") as tmp:
+        in_dir, out_dir = Path(tmp) / "in", Path(tmp) / "out"
+        in_dir.mkdir()
+        out_dir.mkdir()
+        for index, array in enumerate(inputs.values()):
+            # The runner reads little-endian, C-order .npy version 1.
+            np.save(in_dir / f"{index}.npy", np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
+        _run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
+        outputs = [np.load(out_dir / f"{i}.npy") for i in range(len(list(out_dir.glob("*.npy"))))]
+    if output_count is not None and len(outputs) != output_count:
+        raise UserError(f"{model_so.name} returned {len(outputs)} outputs under qemu-aarch64, expected {output_count}")
+    return outputs

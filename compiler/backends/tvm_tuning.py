@@ -1,0 +1,199 @@
+"""MetaSchedule tuning for the TVM backend, against a persistent per-target JSON database.
+
+The database directory (one per hardware target, chosen by the caller) holds MetaSchedule's
+`database_workload.json` / `database_tuning_record.json` plus `edgebuild_budgets.json`: for each
+workload (structural hash of the fused TIR function) the largest per-task trial budget it has
+already been tuned with. A task is covered, and not tuned again, when it has a valid record and
+was tuned with at least the budget asked for now; so a rebuild with the same budget tunes nothing,
+and a model sharing layers with an earlier one only tunes its new workloads. Records are matched
+by workload hash, not by target, which is why the directory must be keyed by the full target.
+
+Traps handled here (measured with apache-tvm 0.27): the default LocalBuilder imports
+`tvm.s_tir.tensor_intrin` in every worker (26-34 s) and times out at 30 s, so every candidate
+fails; MetaSchedule measures with one thread unless TVM_NUM_THREADS is set in the runner's
+environment.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import tvm
+import tvm_ffi
+from filelock import FileLock
+from tvm.s_tir import meta_schedule as ms
+
+WORKLOAD_FILE = "database_workload.json"
+RECORD_FILE = "database_tuning_record.json"
+BUDGET_FILE = "edgebuild_budgets.json"
+BUILD_TIMEOUT_S = 300  # a first build in a fresh worker pays for importing tvm (several seconds)
+RUN_TIMEOUT_S = 120
+
+
+def build_without_tensor_intrin(mod: tvm.IRModule, target: tvm.target.Target, _params: Any) -> Any:
+    """MetaSchedule's default_build minus `import tvm.s_tir.tensor_intrin` (26-34 s per worker).
+
+    CPU schedules from the default rules use no tensor intrinsics, so skipping the registry costs
+    nothing. Runs in a builder subprocess, which imports this module by name.
+    """
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(mod, target=target)
+
+
+def open_database(database_dir: Path) -> ms.database.JSONDatabase:
+    database_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(
+        path_workload=str(database_dir / WORKLOAD_FILE),
+        path_tuning_record=str(database_dir / RECORD_FILE),
+        allow_missing=True,
+    )
+
+
+@contextmanager
+def locked(database_dir: Path) -> Iterator[None]:
+    """Hold the database's lock: two builds sharing a target must not interleave their commits."""
+    database_dir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(database_dir / ".lock")):
+        yield
+
+
+@contextmanager
+def _thread_env(num_threads: int) -> Iterator[None]:
+    """TVM_NUM_THREADS for runner subprocesses: tune with the thread count the model deploys with."""
+    previous = os.environ.get("TVM_NUM_THREADS")
+    os.environ["TVM_NUM_THREADS"] = str(num_threads)
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = previous
+
+
+def _workload_key(task: ms.ExtractedTask) -> str:
+    return str(tvm_ffi.structural_hash(task.dispatched[0]))
+
+
+def _valid_records(database: ms.database.JSONDatabase, task: ms.ExtractedTask) -> list[Any]:
+    mod = task.dispatched[0]
+    if not database.has_workload(mod):
+        return []
+    return list(database.get_top_k(database.commit_workload(mod), 1 << 20))
+
+
+def _best_us(records: list[Any]) -> float | None:
+    if not records or not records[0].run_secs:
+        return None
+    secs = [float(s) for s in records[0].run_secs]
+    return round(sum(secs) / len(secs) * 1e6, 3)
+
+
+def tune(
+    mod: tvm.IRModule,
+    target: tvm.target.Target,
+    trials: int,
+    max_trials_per_task: int | None,
+    num_threads: int,
+    database_dir: Path,
+    allow_tuning: bool,
+    progress: Any,
+) -> tuple[ms.database.JSONDatabase, dict[str, Any]]:
+    """Tune the uncovered workloads of a fused module; return the database and the tuning meta.
+
+    Needs: `mod` after legalisation and fusion, with static shapes; the database lock held by the
+    caller. `allow_tuning` False (a target this machine cannot run) only reads the database.
+    """
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
+
+    started = time.perf_counter()
+    database = open_database(database_dir)
+    tasks = [t for t in extract_tasks(mod, target) if not t.mod.attrs.get("tirx.is_scheduled", False)]
+    budget_path = database_dir / BUDGET_FILE
+    budgets: dict[str, int] = json.loads(budget_path.read_text()) if budget_path.exists() else {}
+    per_task = min(trials, max_trials_per_task) if max_trials_per_task else trials
+    before = {t.task_name: len(_valid_records(database, t)) for t in tasks}
+    # A workload once offered this budget is covered, records or not (a small global budget may
+    # never reach it): the same build then tunes nothing, and only a bigger budget tunes again.
+    uncovered = [t for t in tasks if trials > 0 and budgets.get(_workload_key(t), 0) < per_task]
+    records_before = len(database.get_all_tuning_records())
+    if uncovered and allow_tuning:
+        progress(f"tvm: tuning {len(uncovered)} of {len(tasks)} tasks, {trials} trials, {num_threads} threads")
+        # Small batches keep a tiny budget spread over all tasks instead of spent on the first one.
+        per_iter = max(4, min(64, math.ceil(trials / len(uncovered))))
+        with (
+            tempfile.TemporaryDirectory(prefix="edgebuild-ms-") as work_dir,
+            _thread_env(num_threads),
+            redirect_stdout(sys.stderr),  # MetaSchedule logs its task table to stdout, kept machine-readable
+        ):
+            # The evolutionary search's default population (512 per task and iteration) costs more
+            # than the measurements themselves on a small budget; scale it with the budget.
+            population = max(64, min(512, 8 * per_task))
+            strategy = ms.search_strategy.EvolutionarySearch(
+                population_size=population, init_min_unmeasured=min(50, population // 2)
+            )
+            # MetaSchedule builds its logging config from the handlers already on its logger; after
+            # an earlier tuning in this process they point at a deleted work dir (and an unnamed one
+            # crashes its dictConfig), so start clean.
+            logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
+            contexts, weights = extracted_tasks_to_tune_contexts(uncovered, work_dir, strategy=strategy, seed=0)
+            ms.tune.tune_tasks(
+                tasks=contexts,
+                task_weights=weights,
+                work_dir=work_dir,
+                max_trials_global=trials,
+                max_trials_per_task=per_task,
+                num_trials_per_iter=per_iter,
+                builder=ms.builder.LocalBuilder(
+                    max_workers=max(1, num_threads),
+                    timeout_sec=BUILD_TIMEOUT_S,
+                    f_build=build_without_tensor_intrin,
+                ),
+                runner=ms.runner.LocalRunner(
+                    timeout_sec=RUN_TIMEOUT_S,
+                    evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50),
+                ),
+                database=database,
+                cost_model="xgb",
+                task_scheduler="gradient",
+            )
+        for task in uncovered:
+            budgets[_workload_key(task)] = max(budgets.get(_workload_key(task), 0), per_task)
+        tmp = budget_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(budgets, indent=1, sort_keys=True))
+        tmp.replace(budget_path)  # atomic: a crash never leaves half a budget file
+        database = open_database(database_dir)
+    elif uncovered:
+        progress(f"tvm: {len(uncovered)} tasks lack tuning records; this machine cannot run the target's code")
+
+    report = []
+    for task in tasks:
+        records = _valid_records(database, task)
+        report.append(
+            {"name": task.task_name, "trials": len(records) - before[task.task_name], "best_us": _best_us(records)}
+        )
+    new_trials = len(database.get_all_tuning_records()) - records_before
+    with_records = sum(1 for r in report if r["best_us"] is not None)
+    source = "tuned" if new_trials else ("database" if with_records else "untuned")
+    return database, {
+        "requested_trials": trials,
+        "new_trials": new_trials,
+        "tasks": report,
+        "tasks_with_records": with_records,
+        "wall_s": round(time.perf_counter() - started, 2),
+        "database_records": len(database.get_all_tuning_records()),
+        "source": source,
+    }

@@ -1,0 +1,78 @@
+"""desktop-tvm through the whole pipeline: digits-cnn compiled by TVM for this host, tuned with a
+small MetaSchedule budget, verified on TVM's VM against the FP32 reference, packaged; a rebuild
+that bypasses the stage cache reuses the tuning database (0 new trials)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compiler.cli import main
+from tests.toml_variants import variant
+
+TRIALS = 8
+
+
+def run_cli(*args: str) -> str:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def tvm_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, float]:
+    artifacts = tmp_path_factory.mktemp("tvm-artifacts")
+    started = time.perf_counter()
+    run_cli(
+        "build", "-t", "desktop-tvm", "-m", "digits-cnn", "--artifacts", str(artifacts), "--tune-trials", str(TRIALS)
+    )
+    seconds = time.perf_counter() - started
+    record = json.loads((artifacts / "digits-cnn" / "desktop-tvm" / "report.json").read_text())
+    return artifacts, record, seconds
+
+
+def test_digits_on_tvm_is_tuned_verified_and_packaged(tvm_build: tuple[Path, dict, float]) -> None:
+    artifacts, record, _ = tvm_build
+    assert record["artifact"] == "digits-cnn.so"
+    compile_stage = record["stages"][-1]
+    tuning = compile_stage["stats"]["tuning"]
+    assert tuning["requested_trials"] == TRIALS and tuning["new_trials"] > 0 and tuning["tasks"]
+    assert record["metrics"]["fidelity"]["within_budget"] is True  # run on TVM's VM, not ORT
+    assert record["target"]["platform"]["features"]  # the host ISA the code was built for
+    bundle = artifacts / "digits-cnn" / "desktop-tvm" / "digits-cnn-1.0.0-desktop-tvm.tar"
+    with tarfile.open(bundle) as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+    assert "digits-cnn.so" in names and manifest["target"]["runtime"] == "tvm"
+    assert manifest["target"]["isa_features"] == record["target"]["platform"]["features"]
+    assert Path(artifacts / "digits-cnn" / "desktop-tvm" / "digits-cnn.so").read_bytes()[:4] == b"\x7fELF"
+
+
+def test_rebuild_reuses_the_tuning_database(tvm_build: tuple[Path, dict, float]) -> None:
+    artifacts, first, first_seconds = tvm_build
+    started = time.perf_counter()
+    run_cli(
+        "build", "-t", "desktop-tvm", "-m", "digits-cnn", "--artifacts", str(artifacts), "--tune-trials", str(TRIALS),
+        "--no-cache", "--no-package",
+    )  # fmt: skip
+    seconds = time.perf_counter() - started
+    record = json.loads((artifacts / "digits-cnn" / "desktop-tvm" / "report.json").read_text())
+    tuning = record["stages"][-1]["stats"]["tuning"]
+    assert tuning["new_trials"] == 0 and tuning["source"] == "database", tuning
+    assert seconds < first_seconds
+
+
+def test_tune_trials_is_refused_for_onnxruntime_targets() -> None:
+    result = CliRunner().invoke(main, ["build", "-t", "desktop-int8", "-m", "digits-cnn", "--tune-trials", "4"])
+    assert result.exit_code == 2 and "applies to TVM targets" in result.output
+
+
+def test_bad_mattr_is_named(tmp_path: Path) -> None:
+    path = variant(tmp_path, "desktop-tvm", {"features = [] }": 'features = [], mattr = "+neon" }'})
+    result = CliRunner().invoke(main, ["build", "-t", str(path), "-m", "digits-cnn", "--artifacts", str(tmp_path)])
+    assert result.exit_code == 2 and "platform.mattr" in result.output and "Traceback" not in result.output
