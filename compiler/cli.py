@@ -122,7 +122,11 @@ def build(
     step(f"fidelity: {metrics['fidelity']['summary']}")
     step(
         f"size: {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32); "
-        f"latency {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on this host"
+        + (
+            f"latency {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on this host"
+            if metrics["latency"]["ratio_vs_ort_fp32"] is not None
+            else "latency not measured (cross-compiled; verified under emulation)"
+        )
     )
     step(f"artifact: {outcome.out_dir / record['artifact']}")
     step(f"report:   {outcome.out_dir / 'report.md'} (record: report.json, plot: report.png)")

@@ -20,7 +20,7 @@ from compiler.config import ROOT, ModelRecipe
 from compiler.data import Dataset
 from compiler.measurements import host_fingerprint, recall_or_measure
 from compiler.progress import step
-from compiler.runtime import measure_latency, predictor
+from compiler.runtime import measure_latency, predictor, runs_on_host
 
 CODE = [ROOT / "compiler" / "profile.py", ROOT / "compiler" / "verify.py", ROOT / "compiler" / "runtime.py"]
 THREADS = 1
@@ -50,14 +50,17 @@ def profile_stages(
         rows = [{"bytes": p.stat().st_size, "nodes": _node_count(p), "fidelity": evaluate(p).__dict__} for p in paths]
         shape = {name: list(array.shape) for name, array in dataset.bench.items()}
 
+        # A library for another ISA ran under emulation to be verified; emulated time means nothing.
+        timed = [i for i, p in enumerate(paths) if runs_on_host(p)]
+
         def time_models() -> dict[str, float]:
-            predictors = {str(i): predictor(p, threads=THREADS) for i, p in enumerate(paths)}
+            predictors = {str(i): predictor(paths[i], threads=THREADS) for i in timed}
             runners = {key: (lambda run=run: run(dataset.bench)) for key, run in predictors.items()}
             return measure_latency(runners, label=f"timing {len(paths)} models at {shape}")
 
         subject = {
             "what": "ort-latency",
-            "models": [sha256_file(p) for p in paths],
+            "models": [sha256_file(paths[i]) for i in timed],
             "bench": {
                 name: [list(a.shape), str(a.dtype), sha256_bytes(a.tobytes())] for name, a in dataset.bench.items()
             },
@@ -68,20 +71,25 @@ def profile_stages(
         seconds = recall_or_measure(subject, time_models)
         baseline = seconds["0"]
         for i, row in enumerate(rows):
-            row["latency_ms"] = seconds[str(i)] * 1000
-            row["latency_ratio"] = seconds[str(i)] / baseline
+            measured = seconds.get(str(i))
+            row["latency_ms"] = measured * 1000 if measured is not None else None
+            row["latency_ratio"] = measured / baseline if measured is not None else None
+        final = seconds.get(str(len(paths) - 1))
         return {
             "rows": rows,
             "latency": {
-                "artifact_ms": seconds[str(len(paths) - 1)] * 1000,
+                "artifact_ms": final * 1000 if final is not None else None,
                 "ort_fp32_ms": baseline * 1000,
-                "ratio_vs_ort_fp32": seconds[str(len(paths) - 1)] / baseline,
+                "ratio_vs_ort_fp32": final / baseline if final is not None else None,
                 "threads": THREADS,
                 "input_shapes": shape,
                 "host": host_fingerprint()["cpu"] or "build host",
-                "note": "first measurement of these model bytes on this host (shared, noisy: compare ratios)",
+                "note": "first measurement of these model bytes on this host (shared, noisy: compare ratios)"
+                if final is not None
+                else "not measured: the artifact is for another ISA and ran under qemu-aarch64 only to be "
+                "verified; emulated timings say nothing about the device",
             },
-            "artifact_latency_ratio": seconds[str(len(paths) - 1)] / baseline,
+            "artifact_latency_ratio": final / baseline if final is not None else None,
         }
 
     return cache.get_or_build("profile", key, measure).meta

@@ -36,7 +36,8 @@ def plot(record: dict[str, Any], path: Path) -> None:
     labels = [s["stage"] for s in stages]
     series = [
         ("size (MB)", [s["bytes"] / 1e6 for s in stages]),
-        ("latency vs ORT FP32 (x)", [s["latency_ratio"] for s in stages]),
+        # 0 = not measured (a cross-compiled artifact verified under emulation)
+        ("latency vs ORT FP32 (x)", [s["latency_ratio"] or 0.0 for s in stages]),
         (stages[0]["fidelity"]["metric"], [s["fidelity"]["value"] for s in stages]),
     ]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))

@@ -68,6 +68,56 @@ def predictor(model: onnx.ModelProto | Path, threads: int = 1) -> Predict:
     return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
 
 
+def runs_on_host(model: Path) -> bool:
+    """False for a library compiled for another ISA (executed under emulation, never timed)."""
+    if model.suffix != ".so":
+        return True
+    import json
+    import platform
+
+    triple = json.loads(model.with_name(IO_RECORD).read_text())["target"]["mtriple"]
+    return triple.split("-")[0] == platform.machine()
+
+
+def outputs_for(model: onnx.ModelProto | Path, batches: list[Feeds]) -> list[list[np.ndarray]]:
+    """Outputs for every batch: on this host, or for an AArch64 library under qemu-aarch64 (all
+    batches in one emulated process, each padded to the compiled shapes and cut back)."""
+    if isinstance(model, Path) and not runs_on_host(model):
+        import json
+
+        from compiler.backends import aarch64
+
+        io = json.loads(model.with_name(IO_RECORD).read_text())
+        shapes = io["input_shapes"]
+        padded = [_pad(feeds, shapes) for feeds in batches]
+        results = aarch64.run_batches_under_qemu(model, [full for full, _ in padded])
+        return [_cut(outputs, resized) for outputs, (_, resized) in zip(results, padded, strict=True)]
+    predict = predictor(model)
+    return [predict(feeds) for feeds in batches]
+
+
+def _pad(feeds: Feeds, shapes: dict[str, list[int]]) -> tuple[Feeds, dict[int, int]]:
+    """Inputs zero-padded to `shapes` (in the order of `shapes`) and {padded size: real size}."""
+    resized: dict[int, int] = {}
+    full = {}
+    for name, shape in shapes.items():
+        array = feeds[name]
+        if list(array.shape) == list(shape):
+            full[name] = array
+            continue
+        if array.ndim != len(shape) or any(have > want for have, want in zip(array.shape, shape, strict=True)):
+            raise ModelError(f"input '{name}' has shape {list(array.shape)}; the artifact was compiled for {shape}")
+        for have, want in zip(array.shape, shape, strict=True):
+            if have != want:
+                resized[want] = have
+        full[name] = np.pad(array, [(0, want - have) for have, want in zip(array.shape, shape, strict=True)])
+    return full, resized
+
+
+def _cut(outputs: list[np.ndarray], resized: dict[int, int]) -> list[np.ndarray]:
+    return [out[tuple(slice(0, resized.get(size, size)) for size in out.shape)] for out in outputs]
+
+
 def pad_to_static(run: Predict, shapes: dict[str, list[int]]) -> Predict:
     """Feed a static-shape model smaller batches or sequences: zero-pad every input up to its
     compiled shape, run, and cut each output axis whose compiled size was padded back to the real
@@ -75,21 +125,8 @@ def pad_to_static(run: Predict, shapes: dict[str, list[int]]) -> Predict:
     attention mask 0 (so real tokens' outputs are unchanged up to float rounding)."""
 
     def padded(feeds: Feeds) -> list[np.ndarray]:
-        resized: dict[int, int] = {}
-        full = {}
-        for name, shape in shapes.items():
-            array = feeds[name]
-            if list(array.shape) == list(shape):
-                full[name] = array
-                continue
-            if array.ndim != len(shape) or any(have > want for have, want in zip(array.shape, shape, strict=True)):
-                raise ModelError(f"input '{name}' has shape {list(array.shape)}; the artifact was compiled for {shape}")
-            for have, want in zip(array.shape, shape, strict=True):
-                if have != want:
-                    resized[want] = have
-            full[name] = np.pad(array, [(0, want - have) for have, want in zip(array.shape, shape, strict=True)])
-        outputs = run(full)
-        return [out[tuple(slice(0, resized.get(size, size)) for size in out.shape)] for out in outputs]
+        full, resized = _pad(feeds, shapes)
+        return _cut(run(full), resized)
 
     return padded
 

@@ -18,7 +18,7 @@ from compiler.errors import PassError
 from compiler.importers import import_model
 from compiler.importers.torch_export import load_reference
 from compiler.progress import step
-from compiler.runtime import predictor, session
+from compiler.runtime import outputs_for, runs_on_host, session
 from compiler.verify import Outputs, check_fidelity, score, speed_verdict
 from passes.base import Fidelity, GraphPass, PassContext, TorchPass, apply_pass
 from passes.catalogue import instantiate
@@ -63,8 +63,7 @@ class Evaluator:
         self.recipe, self.dataset, self.reference = recipe, dataset, reference
 
     def outputs(self, model: onnx.ModelProto | Path) -> Outputs:
-        predict = predictor(model)
-        return [predict(feeds) for feeds in self.dataset.verify]
+        return outputs_for(model, self.dataset.verify)
 
     def __call__(self, model: onnx.ModelProto | Path) -> Fidelity:
         return score(self.recipe.metric, self.reference, self.outputs(model), self.dataset.verify, self.dataset.labels)
@@ -245,7 +244,17 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         warnings.append(speed)
 
     artifact_name = f"{recipe.name}{artifact.suffix}"
+    sources = {artifact_name: artifact}
     files = [{"name": artifact_name, "sha256": sha256_file(artifact), "bytes": artifact.stat().st_size}]
+    if artifact.suffix == ".so" and not runs_on_host(artifact):
+        from compiler.backends import aarch64
+
+        extras = aarch64.device_files()  # what a board needs to run the library: TVM runtime + loader
+        sources.update({name: path for name, (path, _) in extras.items()})
+        files += [
+            {"name": name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
+            for name, (path, role) in sorted(extras.items())
+        ]
     if artifact.suffix == ".onnx":
         sess = session(artifact)
         inputs = [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()]
@@ -264,7 +273,7 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         outputs=outputs,
         artifact_name=artifact_name,
         files=files,
-        file_sources={artifact_name: artifact},
+        file_sources=sources,
         metrics={
             "size_bytes": artifact.stat().st_size,
             "fp32_size_bytes": stages[0]["bytes"],

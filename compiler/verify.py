@@ -115,9 +115,10 @@ def check_fidelity(
     )
 
 
-def speed_verdict(gate: str, max_ratio: float, latency_ratio: float, target: str) -> str | None:
-    """The speed gate: None when it passes; a message to warn with; BudgetError when it must fail."""
-    if gate == "off" or latency_ratio <= max_ratio:
+def speed_verdict(gate: str, max_ratio: float, latency_ratio: float | None, target: str) -> str | None:
+    """The speed gate: None when it passes or cannot be measured here (a cross-compiled artifact);
+    a message to warn with; BudgetError when it must fail."""
+    if gate == "off" or latency_ratio is None or latency_ratio <= max_ratio:
         return None
     message = (
         f"{target}: the artifact is {latency_ratio:.2f}x the latency of ORT FP32 on this host "

@@ -108,6 +108,16 @@ def cross_compiler() -> Any:
     return tvm.support.cc.cross_compiler(ensure_cross_toolchain()["gxx"])
 
 
+def device_files(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> dict[str, tuple[Path, str]]:
+    """Files an ARM64 bundle carries beside the model: name -> (path, manifest role)."""
+    libs = tvm_runtime_libs(toolchains_dir)
+    return {
+        "libtvm_runtime.so": (libs / "libtvm_runtime.so", "runtime"),
+        "libtvm_ffi.so": (libs / "libtvm_ffi.so", "runtime"),
+        "tvm_runner.cc": (RUNNER_SOURCE, "source"),
+    }
+
+
 def _extract(wheel: Path, wanted: dict[str, str], dest: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         for name in archive.namelist():

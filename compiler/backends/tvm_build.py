@@ -96,11 +96,16 @@ def compile_for(
         max_trials_per_task=spec.tune.get("max_trials_per_task"),
         runner=spec.tune.get("runner", "local"),
     )
-    cross = None
+    cross, execution = None, None
     if not target.is_host():
         from compiler.backends import aarch64
 
         cross = aarch64.cross_compiler()
+        tools = aarch64.ensure_cross_toolchain()
+        execution = (
+            f"cross-compiled with {tools['gxx_version']}; verified by executing it under "
+            f"{tools['qemu_version']} (emulated: no timings)"
+        )
     database = database_dir(cache_root, target)
     database.mkdir(parents=True, exist_ok=True)
     static = directory / "static.onnx"
@@ -113,4 +118,6 @@ def compile_for(
     (directory / IO_RECORD).write_text(json.dumps(io, indent=1, sort_keys=True) + "\n")
     if target.mtriple.startswith("x86_64"):
         meta["isa_features"] = tvm_backend.host_isa_features()
+    if execution:
+        meta["execution"] = execution
     return meta

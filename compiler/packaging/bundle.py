@@ -90,7 +90,8 @@ def payload(build_dir: Path, record: dict[str, Any]) -> dict[str, bytes]:
         if data is None or len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
             raise PackagingError(f"{path} is missing or differs from {RECORD}; rebuild before packaging")
         files[entry["name"]] = data
-        listed.append({"name": entry["name"], "sha256": entry["sha256"], "bytes": entry["bytes"], "role": "artifact"})
+        role = entry.get("role", "artifact")  # runtime libraries and loader sources ride along
+        listed.append({"name": entry["name"], "sha256": entry["sha256"], "bytes": entry["bytes"], "role": role})
     # The README describes the manifest, so it is rendered from it with a placeholder file list
     # and then added to the list itself (the manifest cannot list its own digest).
     draft = manifest_module.build_manifest(record, build_dir, listed)
