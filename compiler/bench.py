@@ -2,7 +2,9 @@
 
 For each recipe: PyTorch eager FP32, ONNX Runtime FP32 (the imported model), every desktop
 target's artifact (built through the normal cached pipeline) and, as a peer, Olive's `auto-opt`
-INT8 output. Latency is timed interleaved in one process at the recipe's benchmark shape with one
+INT8 output, and TVM (`desktop-tvm`) untuned and at each tuning budget asked for (`--tvm-trials`),
+each tuned from an empty database of its own, tuning and timing with one thread; the note gives
+the tuning wall time. Latency is timed interleaved in one process at the recipe's benchmark shape with one
 thread (the machine is shared and noisy: ratios measured together are the figures to quote);
 size is the shipped file; fidelity is the recipe's metric against the PyTorch FP32 reference.
 This is a benchmark, not a test: it prints a table and asserts nothing.
@@ -11,6 +13,8 @@ This is a benchmark, not a test: it prints a table and asserts nothing.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,8 @@ from compiler.errors import UserError
 from compiler.progress import step
 
 THREADS = 1
+TVM_TARGET = "desktop-tvm"
+DEFAULT_TVM_TRIALS = (64, 256)
 
 
 @dataclass
@@ -47,19 +53,80 @@ def _torch_module(recipe: config.ModelRecipe) -> Any:
     return load_huggingface_module(recipe)[0].eval()
 
 
-def bench_model(name: str, repeats: int, olive: bool, workdir: Path) -> list[Row]:
+def _tvm_variants(
+    recipe: config.ModelRecipe, budgets: Sequence[int], workdir: Path
+) -> tuple[dict[str, Row], dict[str, Path], dict[str, dict[str, Any]]]:
+    """desktop-tvm untuned and at each budget: rows, artifact paths, records (builds go to `workdir`).
+
+    Each variant gets its own cache (artifacts/cache/bench-tvm/<trials>/) so its tuning database
+    starts empty: "untuned" means no records at all, and each budget's tuning time is from scratch.
+    TVM_NUM_THREADS=1 makes the tuner measure with the thread count the table is timed with.
+    """
+    from compiler.backends.tvm_build import with_trials
+    from compiler.pipeline import build
+
+    rows: dict[str, Row] = {}
+    paths: dict[str, Path] = {}
+    records: dict[str, dict[str, Any]] = {}
+    base = config.load_target(TVM_TARGET)
+    previous = os.environ.get("TVM_NUM_THREADS")
+    os.environ["TVM_NUM_THREADS"] = str(THREADS)
+    try:
+        for trials in (0, *budgets):
+            key = f"{TVM_TARGET}@{trials}"
+            label = f"{TVM_TARGET} untuned" if trials == 0 else f"{TVM_TARGET} {trials} trials"
+            step(f"bench {recipe.name}: building {label}")
+            cache = Cache(Cache().root / "bench-tvm" / str(trials))
+            out_dir = workdir / key
+            try:
+                outcome = build(
+                    recipe, with_trials(base, trials), cache, out_dir, command=f"edgebuild bench -m {recipe.name}"
+                )
+            except UserError as error:
+                rows[key] = Row(label, note=f"build failed: {error}")
+                continue
+            record = outcome.record
+            tuning = record["stages"][-1]["stats"].get("tuning", {})
+            fidelity = record["metrics"]["fidelity"]
+            note = (
+                f"tuning {tuning.get('wall_s', 0):.0f} s, {tuning.get('tasks_with_records', 0)}/"
+                f"{len(tuning.get('tasks', []))} tasks with records"
+                if trials
+                else f"no tuning records ({len(tuning.get('tasks', []))} tasks)"
+            )
+            rows[key] = Row(
+                label,
+                size_bytes=record["metrics"]["size_bytes"],
+                fidelity=fidelity["value"],
+                fidelity_summary=fidelity["summary"],
+                note=note,
+            )
+            # The compile stage's model.so, with the io.json the VM runner needs beside it.
+            paths[key] = Path(record["stages"][-1]["path"])
+            records[key] = record
+    finally:
+        if previous is None:
+            os.environ.pop("TVM_NUM_THREADS", None)
+        else:
+            os.environ["TVM_NUM_THREADS"] = previous
+    return rows, paths, records
+
+
+def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials: Sequence[int] = ()) -> list[Row]:
     """Build every desktop target for recipe `name` and time everything side by side.
 
-    `workdir` holds scratch files (Olive's output) until the timing is done.
+    `workdir` holds scratch files (Olive's output, TVM build directories) until the timing is done.
+    `tvm_trials` adds desktop-tvm rows: untuned, then each budget (none when empty).
     """
     import torch
 
     from compiler.pipeline import build
-    from compiler.runtime import measure_latency, ort_runner, session
+    from compiler.runtime import measure_latency, predictor
     from compiler.stages import Evaluator, tokenizer_dir
 
     recipe = config.load_recipe(name)
-    targets = [t for t in config.available(config.TARGETS_DIR) if t.startswith("desktop-")]
+    # desktop-tvm is measured by _tvm_variants (untuned and per budget), not at its file's budget.
+    targets = [t for t in config.available(config.TARGETS_DIR) if t.startswith("desktop-") and t != TVM_TARGET]
     records: dict[str, dict[str, Any]] = {}
     rows: dict[str, Row] = {}
     paths: dict[str, Path] = {}
@@ -80,6 +147,12 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path) -> list[Row
             fidelity=fidelity["value"],
             fidelity_summary=fidelity["summary"],
         )
+    if tvm_trials:
+        tvm_rows, tvm_paths, tvm_records = _tvm_variants(recipe, tvm_trials, workdir)
+        rows.update(tvm_rows)
+        paths.update(tvm_paths)
+        records.update(tvm_records)
+        targets += list(tvm_rows)
     if not records:
         raise UserError(f"bench {recipe.name}: no desktop target built; see the errors above")
     first = next(iter(records.values()))
@@ -132,7 +205,9 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path) -> list[Row
             return module(*bench_inputs)
 
     runners = {"torch": torch_run}
-    runners.update({key: ort_runner(session(path, threads=THREADS), dataset.bench) for key, path in paths.items()})
+    for key, path in paths.items():
+        run = predictor(path, threads=THREADS)  # ONNX on ORT, a TVM model.so on TVM's VM
+        runners[key] = lambda run=run: run(dataset.bench)
     seconds = measure_latency(runners, repeats=repeats, label=f"{recipe.name}: timing {len(runners)} configurations")
     for key, value in seconds.items():
         rows[key].latency_ms = value * 1000
@@ -184,12 +259,18 @@ def print_table(model: str, rows: list[Row], shape: dict[str, Any]) -> None:
     Console(width=max(Console().width, 170)).print(table)
 
 
-def run_bench(models: list[str], repeats: int = 50, olive: bool = True, json_path: Path | None = None) -> None:
+def run_bench(
+    models: list[str],
+    repeats: int = 50,
+    olive: bool = True,
+    json_path: Path | None = None,
+    tvm_trials: Sequence[int] = DEFAULT_TVM_TRIALS,
+) -> None:
     results: dict[str, Any] = {}
     scratch = Cache()
     try:
         for name in models:
-            rows = bench_model(name, repeats, olive, scratch.scratch())
+            rows = bench_model(name, repeats, olive, scratch.scratch(), tvm_trials)
             recipe = config.load_recipe(name)
             print_table(name, rows, recipe.bench)
             results[name] = {"bench_shape": recipe.bench, "threads": THREADS, "rows": [asdict(r) for r in rows]}

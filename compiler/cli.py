@@ -87,6 +87,8 @@ def _onnx_recipe(path: Path) -> config.ModelRecipe:
 )
 @click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
 @click.option("--tune-trials", type=int, help="TVM targets: MetaSchedule trials (0 = untuned), instead of [tune].")
+@click.option("--rpc-tracker", metavar="HOST:PORT", help="TVM targets: tune on the boards of this TVM RPC tracker.")
+@click.option("--rpc-key", metavar="KEY", help="The device key the boards register with at --rpc-tracker.")
 def build(
     target: str,
     model: str,
@@ -97,13 +99,16 @@ def build(
     make_bundle: bool,
     key: Path | None,
     tune_trials: int | None,
+    rpc_tracker: str | None,
+    rpc_key: str | None,
 ) -> None:
     """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify, package."""
     from compiler.cache import Cache
     from compiler.pipeline import build as run_build
     from compiler.pipeline import output_dir
 
-    spec = _with_trials(config.load_target(target, check_passes=False), tune_trials)  # passes checked by build()
+    spec = config.load_target(target, check_passes=False)  # passes checked by build()
+    spec = _with_tuning(spec, tune_trials, rpc_tracker, rpc_key)
     recipe = _onnx_recipe(onnx_path) if onnx_path else config.load_recipe(model)
     command = _canonical_command(spec.name, recipe.name, onnx_path, tune_trials)
     outcome = run_build(
@@ -136,14 +141,17 @@ def build(
         click.echo(json.dumps(record, indent=2, sort_keys=True))
 
 
-def _with_trials(spec: config.TargetSpec, trials: int | None) -> config.TargetSpec:
-    if trials is None:
+def _with_tuning(
+    spec: config.TargetSpec, trials: int | None, tracker: str | None = None, key: str | None = None
+) -> config.TargetSpec:
+    """`spec` with the command line's tuning options (--tune-trials, --rpc-tracker, --rpc-key)."""
+    if trials is None and tracker is None and key is None:
         return spec
     if spec.runtime != "tvm":
-        raise UserError(f"--tune-trials applies to TVM targets; {spec.name} runs on {spec.runtime}")
-    from compiler.backends.tvm_build import with_trials
+        raise UserError(f"tuning options apply to TVM targets; {spec.name} runs on {spec.runtime}")
+    from compiler.backends.tvm_build import with_rpc, with_trials
 
-    return with_trials(spec, trials)
+    return with_rpc(with_trials(spec, trials), tracker, key)
 
 
 def _canonical_command(target: str, model: str, onnx_path: Path | None, trials: int | None = None) -> str:
@@ -180,8 +188,12 @@ def package(target: str, model: str, key: Path | None, artifacts: Path) -> None:
 @click.argument("model")
 @click.option("-t", "--target", required=True, help="A TVM target (see `edgebuild targets`) or a .toml path.")
 @click.option("--trials", type=int, help="MetaSchedule trials (default: the target's [tune] trials).")
+@click.option("--rpc-tracker", metavar="HOST:PORT", help="Measure candidates on the boards of this TVM RPC tracker.")
+@click.option("--rpc-key", metavar="KEY", help="The device key the boards register with at --rpc-tracker.")
 @click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
-def tune(model: str, target: str, trials: int | None, artifacts: Path) -> None:
+def tune(
+    model: str, target: str, trials: int | None, rpc_tracker: str | None, rpc_key: str | None, artifacts: Path
+) -> None:
     """Tune MODEL for a TVM TARGET into its tuning database (reused by later builds), then report."""
     from compiler.cache import Cache
     from compiler.pipeline import build as run_build
@@ -190,7 +202,7 @@ def tune(model: str, target: str, trials: int | None, artifacts: Path) -> None:
     spec = config.load_target(target, check_passes=False)
     if spec.runtime != "tvm":
         raise UserError(f"{spec.name} runs on {spec.runtime}: only TVM targets are tuned (e.g. desktop-tvm)")
-    spec = _with_trials(spec, trials)
+    spec = _with_tuning(spec, trials, rpc_tracker, rpc_key)
     recipe = config.load_recipe(model)
     command = _canonical_command(spec.name, recipe.name, None, trials)
     outcome = run_build(recipe, spec, Cache(artifacts / "cache"), output_dir(recipe, spec, artifacts), command)
@@ -314,12 +326,28 @@ def replay(directory: Path) -> None:
 @click.option("--repeats", default=50, show_default=True, help="Timed runs per model (interleaved).")
 @click.option("--no-olive", is_flag=True, help="Skip the Olive auto-opt peer column.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the table as JSON here.")
-def bench(models_: tuple[str, ...], repeats: int, no_olive: bool, json_path: Path | None) -> None:
+@click.option(
+    "--tvm-trials",
+    default="64,256",
+    show_default=True,
+    help="desktop-tvm rows: untuned plus these MetaSchedule budgets (comma-separated; 'none' skips TVM).",
+)
+def bench(models_: tuple[str, ...], repeats: int, no_olive: bool, json_path: Path | None, tvm_trials: str) -> None:
     """Benchmark every desktop target side by side against PyTorch eager and ORT FP32."""
     from compiler.bench import run_bench
 
+    try:
+        budgets = [] if tvm_trials == "none" else [int(t) for t in tvm_trials.split(",") if t.strip()]
+    except ValueError as error:
+        raise UserError(f"--tvm-trials '{tvm_trials}': give budgets like 64,256 or 'none'") from error
+    if any(b <= 0 for b in budgets):
+        raise UserError(f"--tvm-trials '{tvm_trials}': budgets must be positive (the untuned row is always there)")
     run_bench(
-        list(models_) or config.available(config.MODELS_DIR), repeats=repeats, olive=not no_olive, json_path=json_path
+        list(models_) or config.available(config.MODELS_DIR),
+        repeats=repeats,
+        olive=not no_olive,
+        json_path=json_path,
+        tvm_trials=budgets,
     )
 
 

@@ -51,6 +51,7 @@ class TargetSpec:
     max_latency_ratio: float
     tune: dict[str, Any]
     channel: str
+    emulated_batches: int = 24  # verification batches run under emulation (evenly spaced subset)
 
     def passes_for(self, family: str) -> tuple[PassSpec, ...]:
         return self.passes.get(family, self.passes["default"])
@@ -161,7 +162,7 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     runtime = top.table("runtime", required=True)
     runtime.reject_unknown(("name", "min_version", "graph_optimization"))
     verify = top.table("verify")
-    verify.reject_unknown(("speed_gate", "max_latency_ratio"))
+    verify.reject_unknown(("speed_gate", "max_latency_ratio", "emulated_batches"))
     tune = top.table("tune")
     tune.reject_unknown(("trials", "max_trials_per_task", "runner", "tracker", "key"))
     package = top.table("package")
@@ -194,6 +195,7 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
         passes=passes,
         speed_gate=verify.get("speed_gate", str, default="warn", choices=SPEED_GATES),
         max_latency_ratio=float(verify.get("max_latency_ratio", (int, float), default=1.0)),
+        emulated_batches=verify.get("emulated_batches", int, default=24),
         tune={
             "trials": tune.get("trials", int, default=0),
             "max_trials_per_task": tune.get("max_trials_per_task", int, default=None),
@@ -203,6 +205,13 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
         },
         channel=package.get("channel", str, default="stable"),
     )
+    if spec.emulated_batches < 1:
+        raise ConfigError(f"{path}: field 'verify.emulated_batches' must be 1 or more, got {spec.emulated_batches}")
+    if spec.tune["runner"] == "rpc" and not (spec.tune["tracker"] and spec.tune["key"]):
+        raise ConfigError(
+            f'{path}: [tune] runner = "rpc" needs tracker = "HOST:PORT" and key = "<device key>" '
+            "(or keep runner local and pass --rpc-tracker and --rpc-key on the command line)"
+        )
     if check_passes:
         check_target_passes(spec)
     return spec

@@ -40,13 +40,22 @@ def profile_stages(
     key = stage_key(
         "profile",
         inputs={"models": [sha256_file(p) for p in paths], "data": data_digest},
-        config={"metric": recipe.metric, "bench": recipe.bench, "threads": THREADS},
+        config={
+            "metric": recipe.metric,
+            "bench": recipe.bench,
+            "threads": THREADS,
+            "emulated_batches": evaluate.emulated_batches,
+        },
         code=sha256_tree(CODE),
         tools=tool_versions("onnxruntime", "numpy"),
     )
 
     def measure(_: Path) -> dict[str, Any]:
         step(f"verifying {len(paths)} stage outputs on {len(dataset.verify)} batches")
+        emulated = [p for p in paths if not runs_on_host(p)]
+        if emulated:
+            count = len(evaluate.batch_indices(emulated[-1]))
+            step(f"running {emulated[-1].name} under qemu-aarch64 on {count} of {len(dataset.verify)} batches")
         rows = [{"bytes": p.stat().st_size, "nodes": _node_count(p), "fidelity": evaluate(p).__dict__} for p in paths]
         shape = {name: list(array.shape) for name, array in dataset.bench.items()}
 

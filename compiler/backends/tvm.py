@@ -84,9 +84,23 @@ class TvmTarget:
 
 @dataclass(frozen=True)
 class TuneOptions:
+    """The tuning budget, and where candidates run: "local" (this host) or "rpc" (the devices
+    registered under `key` at the TVM RPC tracker `tracker`, HOST:PORT)."""
+
     trials: int
     max_trials_per_task: int | None
     runner: str = "local"
+    tracker: str | None = None
+    key: str | None = None
+
+    def rpc(self) -> tvm_tuning.RpcTracker | None:
+        if self.runner == "local":
+            return None
+        if self.runner != "rpc":
+            raise TvmError(f'TVM tuning runner \'{self.runner}\' is unknown; use "local" or "rpc"')
+        if not self.tracker or not self.key:
+            raise TvmError('[tune] runner = "rpc" needs tracker = "HOST:PORT" and key = "<device key>"')
+        return tvm_tuning.RpcTracker.parse(self.tracker, self.key)
 
 
 def _host_arch() -> str:
@@ -200,8 +214,7 @@ def compile_model(
     import tvm
     from tvm import relax
 
-    if tune.runner != "local":
-        raise TvmError(f"TVM tuning runner '{tune.runner}' is not available yet; use runner = \"local\"")
+    rpc = tune.rpc()
     if tune.trials < 0:
         raise TvmError(f"TVM tuning trials must be >= 0, got {tune.trials}")
     model = onnx.load(str(model_path))  # external weights next to the file load too
@@ -232,6 +245,7 @@ def compile_model(
             database_dir,
             allow_tuning=target.is_host(),
             progress=progress.step,
+            rpc=rpc,
         )
         with tvm_target, database:
             mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)

@@ -54,6 +54,19 @@ def with_trials(spec: TargetSpec, trials: int | None) -> TargetSpec:
     return replace(spec, tune={**spec.tune, "trials": trials})
 
 
+def with_rpc(spec: TargetSpec, tracker: str | None, key: str | None) -> TargetSpec:
+    """`spec` tuned through a TVM RPC tracker (`--rpc-tracker HOST:PORT --rpc-key KEY`); unchanged
+    when neither is given."""
+    if tracker is None and key is None:
+        return spec
+    if not tracker or not key:
+        raise ConfigError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
+    from compiler.backends.tvm_tuning import RpcTracker
+
+    RpcTracker.parse(tracker, key)  # a malformed address fails here, before any build work
+    return replace(spec, tune={**spec.tune, "runner": "rpc", "tracker": tracker, "key": key})
+
+
 def database_dir(cache_root: Path, target: Any) -> Path:
     """The tuning database of one hardware target (keyed by the full TVM target, not its name)."""
     return cache_root / "tuning" / sha256_bytes(canonical_json(target.as_dict()).encode())
@@ -95,6 +108,8 @@ def compile_for(
         trials=spec.tune["trials"],
         max_trials_per_task=spec.tune.get("max_trials_per_task"),
         runner=spec.tune.get("runner", "local"),
+        tracker=spec.tune.get("tracker"),
+        key=spec.tune.get("key"),
     )
     cross, execution = None, None
     if not target.is_host():

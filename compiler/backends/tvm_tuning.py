@@ -12,6 +12,11 @@ Traps handled here (measured with apache-tvm 0.27): the default LocalBuilder imp
 `tvm.s_tir.tensor_intrin` in every worker (26-34 s) and times out at 30 s, so every candidate
 fails; MetaSchedule measures with one thread unless TVM_NUM_THREADS is set in the runner's
 environment.
+
+Tuning on a board (`runner = "rpc"`): candidates are built here (cross-compiled to a shared
+library for a foreign ISA) and measured on a device that TVM's RPC tracker hands out for the
+target's device key; a board farm runs `python -m tvm.exec.rpc_server --tracker HOST:PORT --key K`
+on each board. The tracker is asked first, so a missing or empty farm is a one-line error.
 """
 
 from __future__ import annotations
@@ -20,11 +25,13 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,8 @@ import tvm
 import tvm_ffi
 from filelock import FileLock
 from tvm.s_tir import meta_schedule as ms
+
+from compiler.errors import UserError
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -51,6 +60,72 @@ def build_without_tensor_intrin(mod: tvm.IRModule, target: tvm.target.Target, _p
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     return tvm_build(mod, target=target)
+
+
+def export_host_library(mod: Any) -> str:
+    """MetaSchedule export for RPC: a shared library linked by this host's g++ (the default export
+    writes a tar of objects that the device would have to link itself)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="edgebuild-ms-export-"), "candidate.so")
+    mod.export_library(path)
+    return path
+
+
+def export_aarch64_library(mod: Any) -> str:
+    """MetaSchedule export for RPC to an AArch64 board: linked here by aarch64-linux-gnu-g++, so the
+    board needs only the TVM runtime, no compiler."""
+    import tvm.support.cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="edgebuild-ms-export-"), "candidate.so")
+    mod.export_library(path, fcompile=tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++"))
+    return path
+
+
+@dataclass(frozen=True)
+class RpcTracker:
+    """Where to measure candidates: a TVM RPC tracker and the device key its boards register with."""
+
+    host: str
+    port: int
+    key: str
+
+    @classmethod
+    def parse(cls, address: str, key: str) -> RpcTracker:
+        host, _, port = address.rpartition(":")
+        if not host or not port.isdigit() or not key:
+            raise UserError(f"RPC tracker '{address}' with key '{key}': give the tracker as HOST:PORT and a device key")
+        return cls(host, int(port), key)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port} (key '{self.key}')"
+
+    def check(self) -> int:
+        """The number of devices registered under the key; a UserError when there are none."""
+        from tvm import rpc
+
+        try:
+            # TVM's client retries a refused connection for 60 s; a plain probe fails at once.
+            socket.create_connection((self.host, self.port), timeout=10).close()
+            summary = rpc.connect_tracker(self.host, self.port).summary()
+        except (OSError, RuntimeError) as error:
+            raise UserError(
+                f"cannot reach the TVM RPC tracker at {self.host}:{self.port} ({error}); start one with "
+                f"`python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {self.port}`"
+            ) from error
+        # Every board's server stays connected to the tracker as "server:<key>", busy or free.
+        devices = sum(1 for server in summary.get("server_info", []) if server.get("key") == f"server:{self.key}")
+        if not devices:
+            raise UserError(
+                f"no device registered under key '{self.key}' at the RPC tracker {self.host}:{self.port}; on the "
+                f"board run `python -m tvm.exec.rpc_server --tracker {self.host}:{self.port} --key {self.key}`"
+            )
+        return devices
+
+    def runner(self, evaluator: ms.runner.EvaluatorConfig, devices: int) -> ms.runner.RPCRunner:
+        """MetaSchedule's RPC runner, measuring on up to `devices` boards at once."""
+        config = ms.runner.RPCConfig(
+            tracker_host=self.host, tracker_port=self.port, tracker_key=self.key, session_timeout_sec=RUN_TIMEOUT_S
+        )
+        return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=max(1, devices))
 
 
 def open_database(database_dir: Path) -> ms.database.JSONDatabase:
@@ -111,11 +186,13 @@ def tune(
     database_dir: Path,
     allow_tuning: bool,
     progress: Any,
+    rpc: RpcTracker | None = None,
 ) -> tuple[ms.database.JSONDatabase, dict[str, Any]]:
     """Tune the uncovered workloads of a fused module; return the database and the tuning meta.
 
     Needs: `mod` after legalisation and fusion, with static shapes; the database lock held by the
-    caller. `allow_tuning` False (a target this machine cannot run) only reads the database.
+    caller. `allow_tuning` False (a target this machine cannot run) only reads the database, unless
+    `rpc` names a tracker whose devices measure the candidates.
     """
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks, extracted_tasks_to_tune_contexts
 
@@ -130,8 +207,10 @@ def tune(
     # never reach it): the same build then tunes nothing, and only a bigger budget tunes again.
     uncovered = [t for t in tasks if trials > 0 and budgets.get(_workload_key(t), 0) < per_task]
     records_before = len(database.get_all_tuning_records())
-    if uncovered and allow_tuning:
-        progress(f"tvm: tuning {len(uncovered)} of {len(tasks)} tasks, {trials} trials, {num_threads} threads")
+    if uncovered and (allow_tuning or rpc):
+        devices = rpc.check() if rpc else 0
+        where = f"on the {devices} device(s) of RPC tracker {rpc}" if rpc else "on this host"
+        progress(f"tvm: tuning {len(uncovered)} of {len(tasks)} tasks, {trials} trials, {num_threads} threads, {where}")
         # Small batches keep a tiny budget spread over all tasks instead of spent on the first one.
         per_iter = max(4, min(64, math.ceil(trials / len(uncovered))))
         with (
@@ -150,6 +229,7 @@ def tune(
             # crashes its dictConfig), so start clean.
             logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
             contexts, weights = extracted_tasks_to_tune_contexts(uncovered, work_dir, strategy=strategy, seed=0)
+            evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50)
             ms.tune.tune_tasks(
                 tasks=contexts,
                 task_weights=weights,
@@ -161,11 +241,9 @@ def tune(
                     max_workers=max(1, num_threads),
                     timeout_sec=BUILD_TIMEOUT_S,
                     f_build=build_without_tensor_intrin,
+                    f_export=_rpc_export(target) if rpc else None,
                 ),
-                runner=ms.runner.LocalRunner(
-                    timeout_sec=RUN_TIMEOUT_S,
-                    evaluator_config=ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50),
-                ),
+                runner=_runner(rpc, evaluator, devices),
                 database=database,
                 cost_model="xgb",
                 task_scheduler="gradient",
@@ -196,4 +274,16 @@ def tune(
         "wall_s": round(time.perf_counter() - started, 2),
         "database_records": len(database.get_all_tuning_records()),
         "source": source,
+        "runner": f"rpc {rpc}" if rpc else "local",
     }
+
+
+def _runner(rpc: RpcTracker | None, evaluator: ms.runner.EvaluatorConfig, devices: int) -> ms.runner.Runner:
+    if rpc is None:
+        return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=evaluator)
+    return rpc.runner(evaluator, devices)
+
+
+def _rpc_export(target: tvm.target.Target) -> Callable[[Any], str]:
+    mtriple = str(target.attrs.get("mtriple", ""))
+    return export_aarch64_library if mtriple.startswith("aarch64") else export_host_library

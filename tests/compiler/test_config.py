@@ -93,3 +93,24 @@ def test_recipe_missing_source_and_bad_metric(tmp_path: Path) -> None:
     path = variant(tmp_path, "digits-cnn", {'torch = "models.digits_cnn:build"': ""}, kind="model")
     with pytest.raises(ConfigError, match=r"field 'source' needs exactly one of"):
         config.load_recipe(str(path))
+
+
+def test_rpc_runner_needs_tracker_and_key(tmp_path: Path) -> None:
+    path = variant(tmp_path, "arm64-int8", {'runner = "local"': 'runner = "rpc"'})
+    with pytest.raises(ConfigError, match=r'arm64-int8\.toml: \[tune\] runner = "rpc" needs tracker = "HOST:PORT"'):
+        config.load_target(str(path))
+    path = variant(tmp_path, "arm64-int8", {'runner = "local"': 'runner = "rpc"\ntracker = "10.0.0.5:9190"\nkey = "rpi4"'})
+    assert config.load_target(str(path)).tune == {
+        "trials": 0,
+        "max_trials_per_task": None,
+        "runner": "rpc",
+        "tracker": "10.0.0.5:9190",
+        "key": "rpi4",
+    }
+
+
+def test_emulated_batches_must_be_positive(tmp_path: Path) -> None:
+    path = variant(tmp_path, "arm64-int8", {'speed_gate = "off"': 'speed_gate = "off"\nemulated_batches = 0'})
+    with pytest.raises(ConfigError, match=r"'verify\.emulated_batches' must be 1 or more, got 0"):
+        config.load_target(str(path))
+    assert config.load_target("arm64-int8").emulated_batches == 24
