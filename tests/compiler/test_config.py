@@ -99,7 +99,8 @@ def test_rpc_runner_needs_tracker_and_key(tmp_path: Path) -> None:
     path = variant(tmp_path, "arm64-int8", {'runner = "local"': 'runner = "rpc"'})
     with pytest.raises(ConfigError, match=r'arm64-int8\.toml: \[tune\] runner = "rpc" needs tracker = "HOST:PORT"'):
         config.load_target(str(path))
-    path = variant(tmp_path, "arm64-int8", {'runner = "local"': 'runner = "rpc"\ntracker = "10.0.0.5:9190"\nkey = "rpi4"'})
+    farm = 'runner = "rpc"\ntracker = "10.0.0.5:9190"\nkey = "rpi4"'
+    path = variant(tmp_path, "arm64-int8", {'runner = "local"': farm})
     assert config.load_target(str(path)).tune == {
         "trials": 0,
         "max_trials_per_task": None,
