@@ -88,9 +88,10 @@ def outputs_for(model: onnx.ModelProto | Path, batches: list[Feeds]) -> list[lis
         from compiler.backends import aarch64
 
         io = json.loads(model.with_name(IO_RECORD).read_text())
-        shapes = io["input_shapes"]
+        shapes = io["input_shapes"]  # keyed by name; io.json's keys are sorted, not in main's order
+        names = [entry["name"] for entry in io["inputs"]]  # main's parameter order
         padded = [_pad(feeds, shapes) for feeds in batches]
-        results = aarch64.run_batches_under_qemu(model, [full for full, _ in padded])
+        results = aarch64.run_batches_under_qemu(model, [{n: full[n] for n in names} for full, _ in padded])
         return [_cut(outputs, resized) for outputs, (_, resized) in zip(results, padded, strict=True)]
     predict = predictor(model)
     return [predict(feeds) for feeds in batches]

@@ -39,13 +39,13 @@ def _compile_aarch64(model: onnx.ModelProto, shapes: dict[str, list[int]], path:
     return path
 
 
-def _embedding_model() -> onnx.ModelProto:
+def _embedding_model(ids: str = "ids", mask: str = "mask") -> onnx.ModelProto:
     """int64 token ids + float mask -> (masked embeddings, sum over the sequence): int64 input, two outputs."""
     rng = np.random.default_rng(1)
     table = helper.make_tensor("table", TensorProto.FLOAT, [50, 8], rng.standard_normal((50, 8)).astype(np.float32))
     nodes = [
-        helper.make_node("Gather", ["table", "ids"], ["embedded"]),
-        helper.make_node("Unsqueeze", ["mask", "axis2"], ["mask3"]),
+        helper.make_node("Gather", ["table", ids], ["embedded"]),
+        helper.make_node("Unsqueeze", [mask, "axis2"], ["mask3"]),
         helper.make_node("Mul", ["embedded", "mask3"], ["masked"]),
         helper.make_node("ReduceSum", ["masked", "axis1"], ["pooled"], keepdims=0),
     ]
@@ -53,8 +53,8 @@ def _embedding_model() -> onnx.ModelProto:
         nodes,
         "embed",
         [
-            helper.make_tensor_value_info("ids", TensorProto.INT64, [2, 6]),
-            helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 6]),
+            helper.make_tensor_value_info(ids, TensorProto.INT64, [2, 6]),
+            helper.make_tensor_value_info(mask, TensorProto.FLOAT, [2, 6]),
         ],
         [
             helper.make_tensor_value_info("masked", TensorProto.FLOAT, [2, 6, 8]),
@@ -107,6 +107,30 @@ def test_int64_input_tuple_output(tmp_path: Path, runner: Path) -> None:
 
     for actual, expected in zip(outputs, run_ort(model, feeds), strict=True):
         assert actual.shape == expected.shape
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+
+
+def test_build_path_feeds_inputs_in_graph_order(tmp_path: Path, runner: Path) -> None:
+    """The build's path (compile_for writes io.json, outputs_for runs qemu): inputs whose names sort
+    in the other order than the graph's (MiniLM: input_ids, attention_mask) reach main in graph order."""
+    from compiler import config
+    from compiler.backends.tvm_build import compile_for
+    from compiler.runtime import outputs_for
+
+    model = _embedding_model(ids="zeta_ids", mask="alpha_mask")
+    onnx.save(model, tmp_path / "embed.onnx")
+    shapes = {"zeta_ids": [2, 6], "alpha_mask": [2, 6]}
+    (tmp_path / "out").mkdir()
+    compile_for(config.load_target("arm64-fp32"), tmp_path / "embed.onnx", shapes, tmp_path / "cache", tmp_path / "out")
+    rng = np.random.default_rng(3)
+    feeds = {
+        "zeta_ids": rng.integers(0, 50, (2, 6)).astype(np.int64),
+        "alpha_mask": (rng.random((2, 6)) > 0.3).astype(np.float32),
+    }
+
+    (outputs,) = outputs_for(tmp_path / "out" / "model.so", [feeds])
+
+    for actual, expected in zip(outputs, run_ort(model, feeds), strict=True):
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
 
 
