@@ -69,7 +69,18 @@ def test_rebuild_reuses_the_tuning_database(tvm_build: tuple[Path, dict, float])
 
 def test_tune_trials_is_refused_for_onnxruntime_targets() -> None:
     result = CliRunner().invoke(main, ["build", "-t", "desktop-int8", "-m", "digits-cnn", "--tune-trials", "4"])
-    assert result.exit_code == 2 and "applies to TVM targets" in result.output
+    assert result.exit_code == 2 and "tuning options apply to TVM targets" in result.output
+    rpc = ["--rpc-tracker", "127.0.0.1:9190", "--rpc-key", "rpi4"]
+    result = CliRunner().invoke(main, ["build", "-t", "desktop-int8", "-m", "digits-cnn", *rpc])
+    assert result.exit_code == 2 and "runs on onnxruntime" in result.output
+
+
+def test_rpc_options_go_together() -> None:
+    tune = ["tune", "digits-cnn", "-t", "desktop-tvm"]
+    result = CliRunner().invoke(main, [*tune, "--rpc-tracker", "127.0.0.1:9190"])
+    assert result.exit_code == 2 and "--rpc-tracker HOST:PORT and --rpc-key KEY go together" in result.output
+    result = CliRunner().invoke(main, [*tune, "--rpc-tracker", "x", "--rpc-key", "k"])
+    assert result.exit_code == 2 and "give the tracker as HOST:PORT" in result.output
 
 
 def test_bad_mattr_is_named(tmp_path: Path) -> None:
