@@ -130,6 +130,8 @@ def build(
         + (
             f"latency {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on this host"
             if metrics["latency"]["ratio_vs_ort_fp32"] is not None
+            else "latency not measured (LiteRT model: its speed is the phone's)"
+            if record["target"]["runtime"] == "litert"
             else "latency not measured (cross-compiled; verified under emulation)"
         )
     )

@@ -174,7 +174,8 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: Any, comm
             "runtime_min_version": target.runtime_min_version,
             "precision": target.precision,
             "preset": target.preset,
-            "graph_optimization": target.graph_optimization,
+            # ONNX Runtime's offline level; other runtimes have none.
+            "graph_optimization": target.graph_optimization if target.runtime == "onnxruntime" else None,
         },
         "inputs": result.inputs,
         "outputs": result.outputs,

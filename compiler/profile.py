@@ -20,7 +20,7 @@ from compiler.config import ROOT, ModelRecipe
 from compiler.data import Dataset
 from compiler.measurements import host_fingerprint, recall_or_measure
 from compiler.progress import step
-from compiler.runtime import measure_latency, predictor, runs_on_host
+from compiler.runtime import is_emulated, measure_latency, predictor, runs_on_host
 
 CODE = [ROOT / "compiler" / "profile.py", ROOT / "compiler" / "verify.py", ROOT / "compiler" / "runtime.py"]
 THREADS = 1
@@ -52,7 +52,7 @@ def profile_stages(
 
     def measure(_: Path) -> dict[str, Any]:
         step(f"verifying {len(paths)} stage outputs on {len(dataset.verify)} batches")
-        emulated = [p for p in paths if not runs_on_host(p)]
+        emulated = [p for p in paths if is_emulated(p)]
         if emulated:
             count = len(evaluate.batch_indices(emulated[-1]))
             step(f"running {emulated[-1].name} under qemu-aarch64 on {count} of {len(dataset.verify)} batches")
@@ -95,10 +95,21 @@ def profile_stages(
                 "host": host_fingerprint()["cpu"] or "build host",
                 "note": "first measurement of these model bytes on this host (shared, noisy: compare ratios)"
                 if final is not None
-                else "not measured: the artifact is for another ISA and ran under qemu-aarch64 only to be "
-                "verified; emulated timings say nothing about the device",
+                else _not_timed(paths[-1]),
             },
             "artifact_latency_ratio": final / baseline if final is not None else None,
         }
 
     return cache.get_or_build("profile", key, measure).meta
+
+
+def _not_timed(artifact: Path) -> str:
+    if artifact.suffix == ".tflite":
+        return (
+            "not measured at build time: LiteRT runs in its own toolchain process; a phone's latency "
+            "can only be measured on the phone"
+        )
+    return (
+        "not measured: the artifact is for another ISA and ran under qemu-aarch64 only to be "
+        "verified; emulated timings say nothing about the device"
+    )

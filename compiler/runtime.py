@@ -69,7 +69,10 @@ def predictor(model: onnx.ModelProto | Path, threads: int = 1) -> Predict:
 
 
 def runs_on_host(model: Path) -> bool:
-    """False for a library compiled for another ISA (executed under emulation, never timed)."""
+    """False for what this process does not time: a library compiled for another ISA (executed
+    under emulation) and a .tflite (run by LiteRT in its own toolchain process)."""
+    if model.suffix == ".tflite":
+        return False
     if model.suffix != ".so":
         return True
     import json
@@ -79,9 +82,24 @@ def runs_on_host(model: Path) -> bool:
     return triple.split("-")[0] == platform.machine()
 
 
+def is_emulated(model: onnx.ModelProto | Path) -> bool:
+    """True for an AArch64 library, which runs under qemu-aarch64 (slowly) to be verified."""
+    return isinstance(model, Path) and model.suffix == ".so" and not runs_on_host(model)
+
+
 def outputs_for(model: onnx.ModelProto | Path, batches: list[Feeds]) -> list[list[np.ndarray]]:
-    """Outputs for every batch: on this host, or for an AArch64 library under qemu-aarch64 (all
-    batches in one emulated process, each padded to the compiled shapes and cut back)."""
+    """Outputs for every batch: on this host, for an AArch64 library under qemu-aarch64 (all
+    batches in one emulated process), or for a .tflite in LiteRT in its toolchain; static-shape
+    artifacts get each batch padded to the compiled shapes and the outputs cut back."""
+    if isinstance(model, Path) and model.suffix == ".tflite":
+        import json
+
+        from compiler.backends import tflite
+
+        io = json.loads(model.with_name(IO_RECORD).read_text())
+        padded = [_pad(feeds, io["input_shapes"]) for feeds in batches]
+        results = tflite.outputs_for(model, [full for full, _ in padded], io["onnx_outputs"])
+        return [_cut(outputs, resized) for outputs, (_, resized) in zip(results, padded, strict=True)]
     if isinstance(model, Path) and not runs_on_host(model):
         import json
 

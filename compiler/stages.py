@@ -19,7 +19,7 @@ from compiler.errors import PassError
 from compiler.importers import import_model
 from compiler.importers.torch_export import load_reference
 from compiler.progress import step
-from compiler.runtime import outputs_for, runs_on_host, session
+from compiler.runtime import is_emulated, outputs_for, runs_on_host, session
 from compiler.verify import Outputs, check_fidelity, score, speed_verdict
 from passes.base import Fidelity, GraphPass, PassContext, TorchPass, apply_pass
 from passes.catalogue import instantiate
@@ -74,7 +74,7 @@ class Evaluator:
     def batch_indices(self, model: onnx.ModelProto | Path) -> list[int]:
         total = len(self.dataset.verify)
         limit = self.emulated_batches
-        if limit is None or total <= limit or not isinstance(model, Path) or runs_on_host(model):
+        if limit is None or total <= limit or not is_emulated(model):
             return list(range(total))
         return sorted({round(float(i)) for i in np.linspace(0, total - 1, limit)})
 
@@ -230,6 +230,9 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         compile_config = tvm_build.key_config(target, shapes, cache.root)
         code_files = [*backend.FINGERPRINT_FILES, Path(tvm_build.__file__)]
         compile_config["onnxslim"] = tool_versions("onnxslim")
+    elif target.runtime == "litert":
+        compile_config = backend.key_config(target.precision, shapes)
+        code_files = [*backend.FINGERPRINT_FILES, ROOT / "compiler" / "toolchains" / "__init__.py"]
     else:
         compile_config = {"runtime": target.runtime, "level": target.graph_optimization}
         code_files = list(backend.FINGERPRINT_FILES)
@@ -245,6 +248,9 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         started = time.perf_counter()
         if target.runtime == "tvm":
             meta = tvm_build.compile_for(target, current, shapes, cache.root, directory)
+        elif target.runtime == "litert":
+            calibration = _calibration_arrays(dataset) if target.precision == "int8" else {}
+            meta = backend.compile_model(current, target.precision, shapes, calibration, directory)
         else:
             step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
             meta = backend.compile_model(current, target, directory)
@@ -330,8 +336,17 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     )
 
 
+def _calibration_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
+    """The recipe's calibration batches, concatenated per input (what a converter calibrates on)."""
+    names = list(dataset.calibration[0]) if dataset.calibration else []
+    return {name: np.concatenate([batch[name] for batch in dataset.calibration]) for name in names}
+
+
 def _compile_stats(target: TargetSpec, meta: dict[str, Any]) -> dict[str, Any]:
-    """What the report shows for the compile stage: ORT's level, or TVM's target and tuning."""
+    """What the report shows for the compile stage: ORT's level, TVM's target and tuning, or the
+    LiteRT converter, its op list and tensor dtypes."""
+    if target.runtime == "litert":
+        return {key: meta[key] for key in ("converter", "toolchain", "ops", "tensor_dtypes")}
     if target.runtime != "tvm":
         return {"graph_optimization": target.graph_optimization}
     return {key: meta[key] for key in ("target", "tuning", "isa_features", "execution") if key in meta}

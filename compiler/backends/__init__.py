@@ -3,8 +3,8 @@
 Each backend exposes `compile_model(...) -> meta` writing its artifact into a directory, plus
 `FINGERPRINT_FILES` and `TOOLS` for its cache key: ONNX Runtime (`ort.py`: the graph optimised
 offline) and Apache TVM (`tvm.py`: a compiled library, tuned with MetaSchedule; `tvm_build.py`
-maps a target file onto it; `aarch64.py` cross-compiles and runs ARM64 code under qemu). TFLite
-and Core ML arrive with their own issues.
+maps a target file onto it; `aarch64.py` cross-compiles and runs ARM64 code under qemu) and LiteRT
+(`tflite.py`: onnx2tf in its own pinned toolchain). Core ML arrives with its own issue.
 """
 
 from __future__ import annotations
@@ -15,13 +15,17 @@ from compiler.errors import ConfigError, did_you_mean
 
 
 def backend_for(runtime: str) -> ModuleType:
-    names = ("onnxruntime", "tvm")
+    names = ("onnxruntime", "tvm", "litert")
     if runtime not in names:
         raise ConfigError(f"no backend for runtime '{runtime}'; {did_you_mean(runtime, names)}")
     if runtime == "tvm":  # imported only when used: TVM takes seconds to load
         from compiler.backends import tvm
 
         return tvm
+    if runtime == "litert":
+        from compiler.backends import tflite
+
+        return tflite
     from compiler.backends import ort
 
     return ort

@@ -76,14 +76,16 @@ def _tensors(entries: list[dict[str, Any]], family: str) -> list[dict[str, Any]]
     tensors = []
     for entry in entries:
         dtype = _DTYPE.get(entry["dtype"], entry["dtype"])
-        tensors.append(
-            {
-                "name": entry["name"],
-                "dtype": dtype,
-                "shape": list(entry["shape"]),
-                "layout": _layout(dtype, entry["shape"], family),
-            }
-        )
+        tensor = {
+            "name": entry["name"],
+            "dtype": dtype,
+            "shape": list(entry["shape"]),
+            # A converter that changed the layout (onnx2tf: NHWC images) says so itself.
+            "layout": entry["layout"] if "layout" in entry else _layout(dtype, entry["shape"], family),
+        }
+        if "quantization" in entry:
+            tensor["quantization"] = list(entry["quantization"])
+        tensors.append(tensor)
     return tensors
 
 
@@ -171,6 +173,9 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
             "build_key": record["build_key"],
         },
     }
+    stats = record["stages"][-1].get("stats", {})
+    if "converter" in stats:
+        manifest["conversion"] = {key: stats[key] for key in ("converter", "toolchain", "ops", "tensor_dtypes")}
     validate(manifest)
     return manifest
 

@@ -1,0 +1,116 @@
+"""LiteRT (TensorFlow Lite) backend for Android: ONNX -> onnx2tf -> `.tflite`, in the pinned toolchain.
+
+The graph is first folded with every input shape fixed (as for TVM: onnx2tf, like TVM's frontend,
+fails on the Shape/Expand chains of a dynamic BERT export), then converted by onnx2tf inside the
+'tflite' toolchain (compiler/toolchains/tflite.lock, created on first use), which also checks that
+only LiteRT builtin ops remain. The target's precision picks the variant: fp32, fp16 (FP16
+weights, FP32 compute and I/O) or int8 (full INT8 weights and activations calibrated on the
+recipe's calibration data, FP32 I/O). Verification runs the .tflite in LiteRT's interpreter, in
+the toolchain, binding inputs and outputs by name (onnx2tf makes image inputs NHWC).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import UserError
+from compiler.progress import step
+from compiler.toolchains import Toolchain
+
+TOOLCHAIN = Toolchain("tflite")
+WORKER = Path(__file__).parent.parent / "toolchains" / "tflite_worker.py"
+TOOLS: tuple[str, ...] = ("onnxslim",)
+FINGERPRINT_FILES = (Path(__file__), WORKER)
+ARTIFACT_NAME = "model.tflite"
+IO_RECORD = "io.json"
+CONVERT_TIMEOUT_S = 1800
+RUN_TIMEOUT_S = 1800
+
+
+def key_config(precision: str, shapes: dict[str, list[int]]) -> dict[str, Any]:
+    """What the compile stage's cache key holds beyond the model: the toolchain's lock, precision, shapes."""
+    return {"runtime": "litert", "toolchain": TOOLCHAIN.digest(), "precision": precision, "shapes": shapes}
+
+
+def compile_model(
+    model_path: Path, precision: str, shapes: dict[str, list[int]], calibration: dict[str, np.ndarray], directory: Path
+) -> dict[str, Any]:
+    """Write `directory/model.tflite` (+ io.json) and return the backend's meta."""
+    from compiler.backends.tvm_build import fold_static
+
+    if precision not in ("fp32", "fp16", "int8"):
+        raise UserError(f"the LiteRT backend builds fp32, fp16 or int8 models, not '{precision}'")
+    if precision == "int8" and any(np.issubdtype(a.dtype, np.integer) for a in calibration.values()):
+        raise UserError(
+            "LiteRT INT8 for a model with integer inputs (token ids) needs TensorFlow's full-integer "
+            "converter on the saved_model, which is not built yet; the fp32 and fp16 LiteRT targets build this model"
+        )
+    TOOLCHAIN.ensure()
+    with tempfile.TemporaryDirectory(prefix="edgebuild-tflite-") as tmp:
+        static = Path(tmp) / "static.onnx"
+        fold_static(model_path, shapes, static)
+        files = {}
+        for name, array in calibration.items():
+            files[name] = str(Path(tmp) / f"calibration-{name}.npy")
+            np.save(files[name], array)
+        step(f"litert: converting with onnx2tf ({precision}) in the pinned toolchain")
+        result = TOOLCHAIN.run(
+            WORKER,
+            {
+                "command": "convert",
+                "onnx": str(static),
+                "workdir": str(Path(tmp) / "work"),
+                "precision": precision,
+                "calibration": files if precision == "int8" else {},
+                "output": str(directory / ARTIFACT_NAME),
+            },
+            timeout_s=CONVERT_TIMEOUT_S,
+        )
+    import onnx
+
+    versions = TOOLCHAIN.versions()
+    onnx_outputs = [o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output]
+    io = {"inputs": result["inputs"], "outputs": result["outputs"], "input_shapes": shapes}
+    io["onnx_outputs"] = onnx_outputs  # the order the pipeline compares outputs in
+    (directory / IO_RECORD).write_text(json.dumps(io, indent=1, sort_keys=True) + "\n")
+    return {
+        "artifact": ARTIFACT_NAME,
+        "runtime": "litert",
+        "runtime_version": versions.get("ai-edge-litert", "unknown"),
+        "converter": {"onnx2tf": versions.get("onnx2tf"), "tensorflow": versions.get("tensorflow")},
+        "toolchain": {"name": TOOLCHAIN.name, "lock_sha256": TOOLCHAIN.digest()},
+        "ops": result["ops"],
+        "tensor_dtypes": result["tensor_dtypes"],
+        "inputs": [{**t, "layout": _layout(t["shape"])} for t in result["inputs"]],
+        "outputs": result["outputs"],
+    }
+
+
+def _layout(shape: list[int]) -> str | None:
+    return "NHWC" if len(shape) == 4 else None
+
+
+def outputs_for(model: Path, batches: list[dict[str, np.ndarray]], output_names: list[str]) -> list[list[np.ndarray]]:
+    """Outputs of the .tflite for every batch, in `output_names` order, run by LiteRT in the toolchain."""
+    with tempfile.TemporaryDirectory(prefix="edgebuild-litert-") as tmp:
+        arrays = {f"{index}/{name}": array for index, feeds in enumerate(batches) for name, array in feeds.items()}
+        np.savez(Path(tmp) / "batches.npz", **arrays)
+        TOOLCHAIN.run(
+            WORKER,
+            {
+                "command": "run",
+                "model": str(model),
+                "batches": str(Path(tmp) / "batches.npz"),
+                "count": len(batches),
+                "output_names": output_names,
+                "outputs": str(Path(tmp) / "outputs.npz"),
+            },
+            timeout_s=RUN_TIMEOUT_S,
+        )
+        with np.load(Path(tmp) / "outputs.npz") as produced:
+            return [[produced[f"{i}/{k}"] for k in range(len(output_names))] for i in range(len(batches))]

@@ -1,0 +1,147 @@
+"""Worker run inside the pinned 'tflite' toolchain (compiler/toolchains/tflite.lock): onnx2tf
+conversion and LiteRT execution. It imports only that toolchain's packages, never edgebuild.
+
+Usage: python tflite_worker.py REQUEST.json, where the request is one of
+  {"command": "convert", "onnx": path, "workdir": dir, "precision": "fp32"|"fp16"|"int8",
+   "calibration": {input name: .npy path (NCHW as the ONNX model takes it)}, "output": path, "result": path}
+  {"command": "run", "model": path, "batches": .npz path ("<batch>/<input>" keys), "count": n,
+   "output_names": [...], "outputs": .npz path, "result": path}
+and the JSON result is written to request["result"]. A failure exits non-zero with one line on stderr.
+
+Traps handled (DESIGN.md, Android / iOS): onnx2tf rewrites its input in place (it gets a scratch
+copy), downloads a calibration sample from the internet unless
+calibration_image_sample_data_20x128x128x3_float32.npy is in its working directory (we write our
+own), and emits Flex ops for Erf unless told `-rtpo Erf`; a .tflite is inspected with LiteRT's
+interpreter, which refuses Flex ops instead of hiding them as tf.lite does. int16-activation
+variants are never picked.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CALIBRATION_NAME = "calibration_image_sample_data_20x128x128x3_float32.npy"
+SUFFIX = {"fp32": "_float32.tflite", "fp16": "_float16.tflite", "int8": "_integer_quant.tflite"}
+
+
+def _interpreter(path: str, delegates: bool = True):  # noqa: ANN202 - the toolchain's own type
+    """LiteRT's interpreter; with `delegates` False, the model's own ops (XNNPACK, applied by
+    default as a phone would, replaces them with DELEGATE nodes)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    interpreter = Interpreter(model_path=path, num_threads=1, experimental_op_resolver_type=resolver)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
+def _to_nhwc(array: np.ndarray, shape_signature: list[int]) -> np.ndarray:
+    """An NCHW image batch as the NHWC tensor onnx2tf made of it (other inputs pass unchanged)."""
+    if array.ndim == 4 and list(shape_signature[1:]) == [array.shape[2], array.shape[3], array.shape[1]]:
+        return np.ascontiguousarray(array.transpose(0, 2, 3, 1))
+    return array
+
+
+def convert(request: dict) -> dict:
+    workdir = Path(request["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = workdir / "model.onnx"
+    shutil.copyfile(request["onnx"], source)  # onnx2tf overwrites its input
+    command = [sys.executable, "-m", "onnx2tf", "-i", str(source), "-o", str(workdir / "out"), "-rtpo", "Erf", "-n"]
+    calibration = request.get("calibration") or {}
+    for name, path in calibration.items():
+        data = np.load(path)
+        nhwc = data.transpose(0, 2, 3, 1) if data.ndim == 4 else data
+        np.save(workdir / f"calibration_{name}.npy", nhwc.astype(np.float32))
+        # -cind NAME FILE MEAN STD: our recipe's own calibration data, already normalised.
+        command += ["-cind", name, str(workdir / f"calibration_{name}.npy"), "0.0", "1.0"]
+    first = next(iter(calibration.values()), None)
+    sample = np.load(first).astype(np.float32) if first else np.zeros((1, 1), np.float32)
+    np.save(workdir / CALIBRATION_NAME, sample)  # present, so onnx2tf never goes to the internet
+    if request["precision"] == "int8":
+        if not calibration:
+            raise SystemExit("INT8 conversion needs calibration data (the recipe's [data] calibration)")
+        command.append("-oiqt")
+    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
+    produced = sorted((workdir / "out").glob(f"*{SUFFIX[request['precision']]}"))
+    produced = [p for p in produced if "full_integer" not in p.name and "int16" not in p.name]
+    if done.returncode != 0 or not produced:
+        errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line or "Error" in line]
+        raise SystemExit(f"onnx2tf failed (exit {done.returncode}): {' | '.join(errors[-3:]) or 'no output'}")
+    shutil.copyfile(produced[0], request["output"])
+
+    interpreter = _interpreter(request["output"], delegates=False)
+    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    foreign = [op for op in ops if op.startswith("Flex") or op.upper() == "CUSTOM" or op.startswith("Custom")]
+    if foreign:
+        raise SystemExit(f"the .tflite holds ops LiteRT's builtin set cannot run: {', '.join(foreign)}")
+    signature = interpreter.get_signature_runner()
+    details = signature.get_input_details()
+    outputs = signature.get_output_details()
+    dtypes: dict[str, int] = {}
+    for tensor in interpreter.get_tensor_details():
+        key = np.dtype(tensor["dtype"]).name
+        dtypes[key] = dtypes.get(key, 0) + 1
+    return {
+        "ops": ops,
+        "tensor_dtypes": dict(sorted(dtypes.items())),
+        "inputs": [
+            {
+                "name": name,
+                "dtype": np.dtype(d["dtype"]).name,
+                "shape": [int(x) for x in d["shape_signature"]],
+                "quantization": [float(d["quantization"][0]), int(d["quantization"][1])],
+            }
+            for name, d in details.items()
+        ],
+        "outputs": [
+            {
+                "name": name,
+                "dtype": np.dtype(d["dtype"]).name,
+                "shape": [int(x) for x in d["shape_signature"]],
+                "quantization": [float(d["quantization"][0]), int(d["quantization"][1])],
+            }
+            for name, d in outputs.items()
+        ],
+        "onnx2tf_log_tail": done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else [],
+    }
+
+
+def run(request: dict) -> dict:
+    interpreter = _interpreter(request["model"])
+    signature = interpreter.get_signature_runner()
+    details = signature.get_input_details()
+    batches = np.load(request["batches"])
+    results = {}
+    for index in range(request["count"]):
+        feeds = {}
+        for name, detail in details.items():
+            array = batches[f"{index}/{name}"]
+            feeds[name] = _to_nhwc(array, list(detail["shape_signature"])).astype(detail["dtype"])
+        produced = signature(**feeds)
+        for position, name in enumerate(request["output_names"]):
+            # The quantized variants come from a concrete function whose outputs are output_0..N-1
+            # in the ONNX graph's output order; the float ones keep the ONNX names.
+            key = name if name in produced else f"output_{position}"
+            if key not in produced:
+                raise SystemExit(f"the .tflite has no output '{name}' (it has {sorted(produced)})")
+            results[f"{index}/{position}"] = produced[key]
+    np.savez(request["outputs"], **results)
+    return {"batches": request["count"]}
+
+
+def main() -> None:
+    request = json.loads(Path(sys.argv[1]).read_text())
+    handler = {"convert": convert, "run": run}[request["command"]]
+    result = handler(request)
+    Path(request["result"]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
