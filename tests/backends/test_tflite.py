@@ -1,0 +1,76 @@
+"""Android LiteRT targets end to end with the real toolchain: digits-cnn converted by onnx2tf in the
+pinned 'tflite' environment (created on first use), run in LiteRT's interpreter against the FP32
+reference, packaged with its op list and tensor dtypes; the conversion is byte-reproducible."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from compiler.backends import tflite
+from compiler.cli import main
+from compiler.errors import UserError
+
+
+def _build(target: str, artifacts: Path) -> Path:
+    result = CliRunner().invoke(
+        main, ["build", "-t", target, "-m", "digits-cnn", "--artifacts", str(artifacts)], catch_exceptions=False
+    )
+    if result.exit_code != 0 and "toolchain 'tflite': could not" in result.output:
+        pytest.skip(f"the tflite toolchain cannot be created here: {result.output.strip().splitlines()[-1]}")
+    assert result.exit_code == 0, result.output
+    return artifacts / "digits-cnn" / target
+
+
+@pytest.fixture(scope="module")
+def int8_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build("android-int8", tmp_path_factory.mktemp("android"))
+
+
+def test_int8_is_int8_and_meets_the_budget(int8_build: Path) -> None:
+    record = json.loads((int8_build / "report.json").read_text())
+    stats = record["stages"][-1]["stats"]
+    assert record["metrics"]["fidelity"]["within_budget"] and record["metrics"]["fidelity"]["value"] >= 99.5
+    assert stats["tensor_dtypes"]["int8"] > stats["tensor_dtypes"].get("float32", 0)  # weights and activations
+    assert "CONV_2D" in stats["ops"] and not [op for op in stats["ops"] if op.startswith("Flex") or op == "CUSTOM"]
+    assert stats["converter"]["onnx2tf"] == "1.29.24" and len(stats["toolchain"]["lock_sha256"]) == 64
+    assert record["metrics"]["size_ratio"] < 0.35
+    assert record["metrics"]["latency"]["artifact_ms"] is None  # a phone's speed is not measured here
+
+
+def test_bundle_describes_the_litert_model(int8_build: Path) -> None:
+    with tarfile.open(int8_build / "digits-cnn-1.0.0-android-int8.tar") as tar:
+        names = tar.getnames()
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        readme = tar.extractfile("README.md").read().decode()  # type: ignore[union-attr]
+    assert "digits-cnn.tflite" in names
+    assert manifest["target"]["runtime"] == "litert" and manifest["target"]["os"] == "android"
+    assert manifest["inputs"][0]["layout"] == "NHWC" and manifest["inputs"][0]["shape"][-1] == 1
+    assert manifest["conversion"]["tensor_dtypes"]["int8"] > 0 and "QUANTIZE" in manifest["conversion"]["ops"]
+    assert 'getSignatureRunner("serving_default")' in readme and "NHWC" in readme
+
+
+def test_fp16_halves_the_size_and_the_conversion_is_reproducible(int8_build: Path, tmp_path: Path) -> None:
+    fp16 = _build("android-fp16", tmp_path / "a")
+    record = json.loads((fp16 / "report.json").read_text())
+    assert 0.45 < record["metrics"]["size_ratio"] < 0.55 and record["metrics"]["fidelity"]["within_budget"]
+    again = _build("android-int8", tmp_path / "b")  # another cache: import, passes and conversion redone
+
+    def digest(build: Path) -> str:
+        return hashlib.sha256((build / "digits-cnn.tflite").read_bytes()).hexdigest()
+
+    assert digest(again) == digest(int8_build)
+
+
+def test_int8_for_integer_inputs_is_refused_with_the_reason(tmp_path: Path) -> None:
+    ids = {"input_ids": np.zeros((4, 16), np.int64)}
+    with pytest.raises(UserError, match="LiteRT INT8 for a model with integer inputs"):
+        tflite.compile_model(tmp_path / "model.onnx", "int8", {"input_ids": [1, 16]}, ids, tmp_path)
+    with pytest.raises(UserError, match="fp32, fp16 or int8"):
+        tflite.compile_model(tmp_path / "model.onnx", "int4", {}, {}, tmp_path)
