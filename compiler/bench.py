@@ -4,7 +4,9 @@ For each recipe: PyTorch eager FP32, ONNX Runtime FP32 (the imported model), eve
 target's artifact (built through the normal cached pipeline) and, as a peer, Olive's `auto-opt`
 INT8 output, and TVM (`desktop-tvm`) untuned and at each tuning budget asked for (`--tvm-trials`),
 each tuned from an empty database of its own, tuning and timing with one thread; the note gives
-the tuning wall time. Latency is timed interleaved in one process at the recipe's benchmark shape with one
+the tuning wall time. The android-* (LiteRT) targets add size and fidelity rows, their latency a
+ratio to ONNX Runtime FP32 timed in the LiteRT toolchain's own process (host figures, not phone
+figures). Latency is timed interleaved in one process at the recipe's benchmark shape with one
 thread (the machine is shared and noisy: ratios measured together are the figures to quote);
 size is the shipped file; fidelity is the recipe's metric against the PyTorch FP32 reference.
 This is a benchmark, not a test: it prints a table and asserts nothing.
@@ -213,8 +215,46 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
         rows[key].latency_ms = value * 1000
         rows[key].ratio_vs_ort = value / seconds["ort-fp32"]
         rows[key].speedup_vs_torch = seconds["torch"] / value
-    order = ["torch", "ort-fp32", *targets, "olive"]
+    mobile = _litert_rows(recipe, imported, dataset.bench, repeats)
+    rows.update(mobile)
+    order = ["torch", "ort-fp32", *targets, "olive", *mobile]
     return [rows[key] for key in order if key in rows]
+
+
+def _litert_rows(
+    recipe: config.ModelRecipe, imported: Path, feeds: dict[str, np.ndarray], repeats: int
+) -> dict[str, Row]:
+    """android-* (LiteRT) targets: size and fidelity from their builds; latency as a ratio to ONNX
+    Runtime FP32 timed interleaved in the LiteRT toolchain's own process (a host figure)."""
+    from compiler.backends import tflite
+    from compiler.pipeline import build
+
+    rows: dict[str, Row] = {}
+    models: dict[str, Path] = {}
+    for name in (t for t in config.available(config.TARGETS_DIR) if t.startswith("android-")):
+        step(f"bench {recipe.name}: building {name}")
+        try:
+            command = f"edgebuild bench -m {recipe.name}"
+            record = build(recipe, config.load_target(name), Cache(), command=command).record
+        except UserError as error:
+            rows[name] = Row(name, note=f"build failed: {error}")
+            continue
+        fidelity = record["metrics"]["fidelity"]
+        rows[name] = Row(
+            name,
+            size_bytes=record["metrics"]["size_bytes"],
+            fidelity=fidelity["value"],
+            fidelity_summary=fidelity["summary"],
+            note="latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure",
+        )
+        models[name] = Path(record["stages"][-1]["path"])
+    if models:
+        step(f"bench {recipe.name}: timing {len(models)} LiteRT models against ORT FP32 in the tflite toolchain")
+        seconds = tflite.time_against_ort(imported, models, feeds, repeats)
+        for name in models:
+            rows[name].latency_ms = seconds[name] * 1000
+            rows[name].ratio_vs_ort = seconds[name] / seconds["ort"]
+    return rows
 
 
 def _olive_source(recipe: config.ModelRecipe) -> Path:

@@ -114,3 +114,15 @@ def outputs_for(model: Path, batches: list[dict[str, np.ndarray]], output_names:
         )
         with np.load(Path(tmp) / "outputs.npz") as produced:
             return [[produced[f"{i}/{k}"] for k in range(len(output_names))] for i in range(len(batches))]
+
+
+def time_against_ort(
+    onnx_path: Path, models: dict[str, Path], feeds: dict[str, np.ndarray], repeats: int
+) -> dict[str, float]:
+    """Median seconds per call at `feeds` of ONNX Runtime on `onnx_path` ("ort") and of each .tflite,
+    interleaved in one toolchain process with one thread each: host figures, not phone figures."""
+    with tempfile.TemporaryDirectory(prefix="edgebuild-litert-") as tmp:
+        np.savez(Path(tmp) / "feeds.npz", **feeds)
+        request = {"command": "time", "onnx": str(onnx_path), "models": {k: str(v) for k, v in models.items()}}
+        request.update({"feeds": str(Path(tmp) / "feeds.npz"), "repeats": repeats})
+        return TOOLCHAIN.run(WORKER, request, timeout_s=RUN_TIMEOUT_S)

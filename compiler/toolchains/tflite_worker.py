@@ -6,6 +6,9 @@ Usage: python tflite_worker.py REQUEST.json, where the request is one of
    "calibration": {input name: .npy path (NCHW as the ONNX model takes it)}, "output": path, "result": path}
   {"command": "run", "model": path, "batches": .npz path ("<batch>/<input>" keys), "count": n,
    "output_names": [...], "outputs": .npz path, "result": path}
+  {"command": "time", "onnx": path, "models": {key: .tflite path}, "feeds": .npz path, "repeats": n,
+   "result": path}  -> median seconds per call of ONNX Runtime on the ONNX ("ort") and of each model,
+   interleaved in this one process, 1 thread each
 and the JSON result is written to request["result"]. A failure exits non-zero with one line on stderr.
 
 Traps handled (DESIGN.md, Android / iOS): onnx2tf rewrites its input in place (it gets a scratch
@@ -136,9 +139,38 @@ def run(request: dict) -> dict:
     return {"batches": request["count"]}
 
 
+def time_models(request: dict) -> dict:
+    import time
+
+    import onnxruntime as ort
+
+    feeds = dict(np.load(request["feeds"]))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(request["onnx"], options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    calls = {"ort": lambda: session.run(None, {n: feeds[n] for n in names})}
+    for key, path in request["models"].items():
+        runner = _interpreter(path).get_signature_runner()
+        details = runner.get_input_details()
+        bound = {n: _to_nhwc(feeds[n], list(d["shape_signature"])).astype(d["dtype"]) for n, d in details.items()}
+        calls[key] = lambda runner=runner, bound=bound: runner(**bound)
+    for call in calls.values():  # warm-up
+        for _ in range(3):
+            call()
+    seconds: dict[str, list[float]] = {key: [] for key in calls}
+    for _ in range(request["repeats"]):
+        for key, call in calls.items():
+            started = time.perf_counter()
+            call()
+            seconds[key].append(time.perf_counter() - started)
+    return {key: float(np.median(values)) for key, values in seconds.items()}
+
+
 def main() -> None:
     request = json.loads(Path(sys.argv[1]).read_text())
-    handler = {"convert": convert, "run": run}[request["command"]]
+    handler = {"convert": convert, "run": run, "time": time_models}[request["command"]]
     result = handler(request)
     Path(request["result"]).write_text(json.dumps(result))
 
