@@ -337,9 +337,18 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
 
 
 def _calibration_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
-    """The recipe's calibration batches, concatenated per input (what a converter calibrates on)."""
+    """The recipe's calibration batches, concatenated per input (what a converter calibrates on);
+    batches of different sequence lengths are zero-padded to the longest (token id 0 is padding,
+    with attention mask 0)."""
     names = list(dataset.calibration[0]) if dataset.calibration else []
-    return {name: np.concatenate([batch[name] for batch in dataset.calibration]) for name in names}
+    arrays = {}
+    for name in names:
+        parts = [batch[name] for batch in dataset.calibration]
+        longest = np.max([part.shape for part in parts], axis=0)
+        widths = [[(0, 0), *[(0, int(m - d)) for d, m in zip(p.shape[1:], longest[1:], strict=True)]] for p in parts]
+        padded = [np.pad(part, width) for part, width in zip(parts, widths, strict=True)]  # never the batch axis
+        arrays[name] = np.concatenate(padded)
+    return arrays
 
 
 def _compile_stats(target: TargetSpec, meta: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@ conversion and LiteRT execution. It imports only that toolchain's packages, neve
 
 Usage: python tflite_worker.py REQUEST.json, where the request is one of
   {"command": "convert", "onnx": path, "workdir": dir, "precision": "fp32"|"fp16"|"int8",
-   "calibration": {input name: .npy path (NCHW as the ONNX model takes it)}, "output": path, "result": path}
+   "int8": "full-integer"|"dynamic-range", "calibration": {input name: .npy path (NCHW as the ONNX
+   model takes it)}, "output": path, "result": path}
   {"command": "run", "model": path, "batches": .npz path ("<batch>/<input>" keys), "count": n,
    "output_names": [...], "outputs": .npz path, "result": path}
   {"command": "time", "onnx": path, "models": {key: .tflite path}, "feeds": .npz path, "repeats": n,
@@ -67,17 +68,27 @@ def convert(request: dict) -> dict:
     first = next(iter(calibration.values()), None)
     sample = np.load(first).astype(np.float32) if first else np.zeros((1, 1), np.float32)
     np.save(workdir / CALIBRATION_NAME, sample)  # present, so onnx2tf never goes to the internet
-    if request["precision"] == "int8":
+    dynamic = request["precision"] == "int8" and request.get("int8") == "dynamic-range"
+    if request["precision"] == "int8" and not dynamic:
         if not calibration:
             raise SystemExit("INT8 conversion needs calibration data (the recipe's [data] calibration)")
         command.append("-oiqt")
     done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
-    produced = sorted((workdir / "out").glob(f"*{SUFFIX[request['precision']]}"))
+    suffix = SUFFIX["fp32" if dynamic else request["precision"]]
+    produced = sorted((workdir / "out").glob(f"*{suffix}"))
     produced = [p for p in produced if "full_integer" not in p.name and "int16" not in p.name]
     if done.returncode != 0 or not produced:
         errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line or "Error" in line]
         raise SystemExit(f"onnx2tf failed (exit {done.returncode}): {' | '.join(errors[-3:]) or 'no output'}")
-    shutil.copyfile(produced[0], request["output"])
+    if dynamic:
+        # INT8 weights, float activations: TensorFlow's own converter on the saved_model onnx2tf wrote.
+        import tensorflow as tf
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(workdir / "out"))
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        Path(request["output"]).write_bytes(converter.convert())
+    else:
+        shutil.copyfile(produced[0], request["output"])
 
     interpreter = _interpreter(request["output"], delegates=False)
     ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})

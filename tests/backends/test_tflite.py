@@ -68,9 +68,9 @@ def test_fp16_halves_the_size_and_the_conversion_is_reproducible(int8_build: Pat
     assert digest(again) == digest(int8_build)
 
 
-def test_int8_for_integer_inputs_is_refused_with_the_reason(tmp_path: Path) -> None:
-    ids = {"input_ids": np.zeros((4, 16), np.int64)}
-    with pytest.raises(UserError, match="LiteRT INT8 for a model with integer inputs"):
-        tflite.compile_model(tmp_path / "model.onnx", "int8", {"input_ids": [1, 16]}, ids, tmp_path)
+def test_int8_scheme_follows_the_inputs_and_bad_precision_is_refused(tmp_path: Path) -> None:
+    assert tflite.int8_mode({"image": np.zeros((4, 1, 8, 8), np.float32)}) == "full-integer"
+    ids = {"input_ids": np.zeros((4, 16), np.int64), "attention_mask": np.ones((4, 16), np.int64)}
+    assert tflite.int8_mode(ids) == "dynamic-range"  # token ids: INT8 weights, float activations
     with pytest.raises(UserError, match="fp32, fp16 or int8"):
         tflite.compile_model(tmp_path / "model.onnx", "int4", {}, {}, tmp_path)
