@@ -51,12 +51,20 @@ def _describe_record(path: Path) -> str:
         f"artifact: {record['artifact']} {metrics['size_bytes'] / 1e6:.2f} MB "
         f"({100 * metrics['size_ratio']:.1f}% of FP32)",
         f"fidelity: {metrics['fidelity']['summary']}",
-        f"latency: {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on the build host",
+        f"latency: {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on the build host"
+        if metrics["latency"]["ratio_vs_ort_fp32"] is not None
+        else f"latency: {metrics['latency']['note']}",
         f"verdict: fidelity {record['verdict']['fidelity']}, speed {record['verdict']['speed']}",
     ]
     lines += [
-        f"  {s['stage']:<28} nodes {s['nodes']:>5}  {s['bytes'] / 1e6:8.2f} MB  {s['latency_ratio']:.2f}x  "
+        f"  {s['stage']:<28} nodes {_or_dash(s['nodes'], '>5')}  {s['bytes'] / 1e6:8.2f} MB  "
+        f"{_or_dash(s['latency_ratio'], '.2f') + 'x' if s['latency_ratio'] is not None else '-':>6}  "
         f"{s['fidelity']['value']:.4f}"
         for s in record["stages"]
     ]
     return "\n".join(lines)
+
+
+def _or_dash(value: float | int | None, spec: str) -> str:
+    """A compiled library has no ONNX node count; an emulated or LiteRT artifact no host latency."""
+    return "-" if value is None else format(value, spec)

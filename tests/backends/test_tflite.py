@@ -54,6 +54,8 @@ def test_bundle_describes_the_litert_model(int8_build: Path) -> None:
     assert manifest["inputs"][0]["layout"] == "NHWC" and manifest["inputs"][0]["shape"][-1] == 1
     assert manifest["conversion"]["tensor_dtypes"]["int8"] > 0 and "QUANTIZE" in manifest["conversion"]["ops"]
     assert 'getSignatureRunner("serving_default")' in readme and "NHWC" in readme
+    shown = CliRunner().invoke(main, ["inspect", str(int8_build)])
+    assert shown.exit_code == 0 and "latency: not measured at build time" in shown.output, shown.output
 
 
 def test_fp16_halves_the_size_and_the_conversion_is_reproducible(int8_build: Path, tmp_path: Path) -> None:

@@ -47,6 +47,8 @@ def test_artifact_is_aarch64_and_was_executed_under_qemu(arm64_build: Path) -> N
     assert record["metrics"]["fidelity"]["within_budget"] is True
     assert record["metrics"]["latency"]["artifact_ms"] is None
     assert "emulated" in (arm64_build / "report.md").read_text()
+    shown = CliRunner().invoke(main, ["inspect", str(arm64_build)])
+    assert shown.exit_code == 0 and "latency: not measured" in shown.output, shown.output
 
 
 def test_emulated_library_is_scored_on_an_evenly_spaced_subset(arm64_build: Path) -> None:
