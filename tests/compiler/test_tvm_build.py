@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -25,19 +24,17 @@ def run_cli(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def tvm_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, float]:
+def tvm_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     artifacts = tmp_path_factory.mktemp("tvm-artifacts")
-    started = time.perf_counter()
     run_cli(
         "build", "-t", "desktop-tvm", "-m", "digits-cnn", "--artifacts", str(artifacts), "--tune-trials", str(TRIALS)
     )
-    seconds = time.perf_counter() - started
     record = json.loads((artifacts / "digits-cnn" / "desktop-tvm" / "report.json").read_text())
-    return artifacts, record, seconds
+    return artifacts, record
 
 
-def test_digits_on_tvm_is_tuned_verified_and_packaged(tvm_build: tuple[Path, dict, float]) -> None:
-    artifacts, record, _ = tvm_build
+def test_digits_on_tvm_is_tuned_verified_and_packaged(tvm_build: tuple[Path, dict]) -> None:
+    artifacts, record = tvm_build
     assert record["artifact"] == "digits-cnn.so"
     compile_stage = record["stages"][-1]
     tuning = compile_stage["stats"]["tuning"]
@@ -53,19 +50,17 @@ def test_digits_on_tvm_is_tuned_verified_and_packaged(tvm_build: tuple[Path, dic
     assert Path(artifacts / "digits-cnn" / "desktop-tvm" / "digits-cnn.so").read_bytes()[:4] == b"\x7fELF"
 
 
-def test_rebuild_reuses_the_tuning_database(tvm_build: tuple[Path, dict, float]) -> None:
-    artifacts, first, first_seconds = tvm_build
-    started = time.perf_counter()
+def test_rebuild_reuses_the_tuning_database(tvm_build: tuple[Path, dict]) -> None:
+    artifacts, first = tvm_build
     run_cli(
         "build", "-t", "desktop-tvm", "-m", "digits-cnn", "--artifacts", str(artifacts), "--tune-trials", str(TRIALS),
         "--no-cache", "--no-package",
     )  # fmt: skip
-    seconds = time.perf_counter() - started
     record = json.loads((artifacts / "digits-cnn" / "desktop-tvm" / "report.json").read_text())
     tuning = record["stages"][-1]["stats"]["tuning"]
     assert tuning["new_trials"] == 0 and tuning["source"] == "database", tuning
-    assert seconds < first_seconds
-    # The compile stage itself (tuning included the first time) is over 10x faster with the records.
+    # The compile stage itself (tuning included the first time) is over 10x faster with the records;
+    # the whole --no-cache rebuild also re-trains and re-verifies, so its wall time is mostly noise.
     assert record["stages"][-1]["seconds"] * 10 < first["stages"][-1]["seconds"], (record["stages"][-1], first)
 
 
