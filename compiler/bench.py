@@ -15,7 +15,6 @@ This is a benchmark, not a test: it prints a table and asserts nothing.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -55,6 +54,33 @@ def _torch_module(recipe: config.ModelRecipe) -> Any:
     return load_huggingface_module(recipe)[0].eval()
 
 
+def _build_row(
+    recipe: config.ModelRecipe, target: config.TargetSpec, label: str, cache: Cache, out_dir: Path | None = None
+) -> tuple[Row, dict[str, Any] | None]:
+    """Build (or reuse) one target through the normal pipeline: its row (size, fidelity) and record,
+    or a row saying why the build failed and no record."""
+    from compiler.pipeline import build
+
+    step(f"bench {recipe.name}: building {label}")
+    try:
+        record = build(recipe, target, cache, out_dir, command=f"edgebuild bench -m {recipe.name}").record
+    except UserError as error:
+        return Row(label, note=f"build failed: {error}"), None
+    fidelity = record["metrics"]["fidelity"]
+    row = Row(
+        label,
+        size_bytes=record["metrics"]["size_bytes"],
+        fidelity=fidelity["value"],
+        fidelity_summary=fidelity["summary"],
+    )
+    return row, record
+
+
+def _artifact(record: dict[str, Any]) -> Path:
+    """The compile stage's artifact in the cache (a TVM model.so has its io.json beside it)."""
+    return Path(record["stages"][-1]["path"])
+
+
 def _tvm_variants(
     recipe: config.ModelRecipe, budgets: Sequence[int], workdir: Path
 ) -> tuple[dict[str, Row], dict[str, Path], dict[str, dict[str, Any]]]:
@@ -65,52 +91,30 @@ def _tvm_variants(
     TVM_NUM_THREADS=1 makes the tuner measure with the thread count the table is timed with.
     """
     from compiler.backends.tvm_build import with_trials
-    from compiler.pipeline import build
+    from compiler.backends.tvm_tuning import thread_env
 
     rows: dict[str, Row] = {}
     paths: dict[str, Path] = {}
     records: dict[str, dict[str, Any]] = {}
     base = config.load_target(TVM_TARGET)
-    previous = os.environ.get("TVM_NUM_THREADS")
-    os.environ["TVM_NUM_THREADS"] = str(THREADS)
-    try:
+    with thread_env(THREADS):
         for trials in (0, *budgets):
             key = f"{TVM_TARGET}@{trials}"
             label = f"{TVM_TARGET} untuned" if trials == 0 else f"{TVM_TARGET} {trials} trials"
-            step(f"bench {recipe.name}: building {label}")
             cache = Cache(Cache().root / "bench-tvm" / str(trials))
-            out_dir = workdir / key
-            try:
-                outcome = build(
-                    recipe, with_trials(base, trials), cache, out_dir, command=f"edgebuild bench -m {recipe.name}"
-                )
-            except UserError as error:
-                rows[key] = Row(label, note=f"build failed: {error}")
+            rows[key], record = _build_row(recipe, with_trials(base, trials), label, cache, workdir / key)
+            if record is None:
                 continue
-            record = outcome.record
             tuning = record["stages"][-1]["stats"].get("tuning", {})
-            fidelity = record["metrics"]["fidelity"]
-            note = (
-                f"tuning {tuning.get('wall_s', 0):.0f} s, {tuning.get('tasks_with_records', 0)}/"
-                f"{len(tuning.get('tasks', []))} tasks with records"
+            tasks = len(tuning.get("tasks", []))
+            rows[key].note = (
+                f"tuning {tuning.get('wall_s', 0):.0f} s, "
+                f"{tuning.get('tasks_with_records', 0)}/{tasks} tasks with records"
                 if trials
-                else f"no tuning records ({len(tuning.get('tasks', []))} tasks)"
+                else f"no tuning records ({tasks} tasks)"
             )
-            rows[key] = Row(
-                label,
-                size_bytes=record["metrics"]["size_bytes"],
-                fidelity=fidelity["value"],
-                fidelity_summary=fidelity["summary"],
-                note=note,
-            )
-            # The compile stage's model.so, with the io.json the VM runner needs beside it.
-            paths[key] = Path(record["stages"][-1]["path"])
+            paths[key] = _artifact(record)
             records[key] = record
-    finally:
-        if previous is None:
-            os.environ.pop("TVM_NUM_THREADS", None)
-        else:
-            os.environ["TVM_NUM_THREADS"] = previous
     return rows, paths, records
 
 
@@ -122,7 +126,6 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
     """
     import torch
 
-    from compiler.pipeline import build
     from compiler.runtime import measure_latency, predictor
     from compiler.stages import Evaluator, tokenizer_dir
 
@@ -133,22 +136,10 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
     rows: dict[str, Row] = {}
     paths: dict[str, Path] = {}
     for target_name in targets:
-        step(f"bench {recipe.name}: building {target_name}")
-        target = config.load_target(target_name)
-        try:
-            outcome = build(recipe, target, Cache(), command=f"edgebuild bench -m {name}")
-        except UserError as error:
-            rows[target_name] = Row(target_name, note=f"build failed: {error}")
-            continue
-        records[target_name] = outcome.record
-        paths[target_name] = outcome.out_dir / outcome.record["artifact"]
-        fidelity = outcome.record["metrics"]["fidelity"]
-        rows[target_name] = Row(
-            target_name,
-            size_bytes=outcome.record["metrics"]["size_bytes"],
-            fidelity=fidelity["value"],
-            fidelity_summary=fidelity["summary"],
-        )
+        rows[target_name], record = _build_row(recipe, config.load_target(target_name), target_name, Cache())
+        if record is not None:
+            records[target_name] = record
+            paths[target_name] = _artifact(record)
     if tvm_trials:
         tvm_rows, tvm_paths, tvm_records = _tvm_variants(recipe, tvm_trials, workdir)
         rows.update(tvm_rows)
@@ -227,27 +218,14 @@ def _litert_rows(
     """android-* (LiteRT) targets: size and fidelity from their builds; latency as a ratio to ONNX
     Runtime FP32 timed interleaved in the LiteRT toolchain's own process (a host figure)."""
     from compiler.backends import tflite
-    from compiler.pipeline import build
 
     rows: dict[str, Row] = {}
     models: dict[str, Path] = {}
     for name in (t for t in config.available(config.TARGETS_DIR) if t.startswith("android-")):
-        step(f"bench {recipe.name}: building {name}")
-        try:
-            command = f"edgebuild bench -m {recipe.name}"
-            record = build(recipe, config.load_target(name), Cache(), command=command).record
-        except UserError as error:
-            rows[name] = Row(name, note=f"build failed: {error}")
-            continue
-        fidelity = record["metrics"]["fidelity"]
-        rows[name] = Row(
-            name,
-            size_bytes=record["metrics"]["size_bytes"],
-            fidelity=fidelity["value"],
-            fidelity_summary=fidelity["summary"],
-            note="latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure",
-        )
-        models[name] = Path(record["stages"][-1]["path"])
+        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
+        if record is not None:
+            rows[name].note = "latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure"
+            models[name] = _artifact(record)
     if models:
         step(f"bench {recipe.name}: timing {len(models)} LiteRT models against ORT FP32 in the tflite toolchain")
         seconds = tflite.time_against_ort(imported, models, feeds, repeats)

@@ -58,13 +58,12 @@ def _describe_record(path: Path) -> str:
     ]
     lines += [
         f"  {s['stage']:<28} nodes {_or_dash(s['nodes'], '>5')}  {s['bytes'] / 1e6:8.2f} MB  "
-        f"{_or_dash(s['latency_ratio'], '.2f') + 'x' if s['latency_ratio'] is not None else '-':>6}  "
-        f"{s['fidelity']['value']:.4f}"
+        f"{_or_dash(s['latency_ratio'], '.2f', 'x'):>6}  {s['fidelity']['value']:.4f}"
         for s in record["stages"]
     ]
     return "\n".join(lines)
 
 
-def _or_dash(value: float | int | None, spec: str) -> str:
+def _or_dash(value: float | int | None, spec: str, unit: str = "") -> str:
     """A compiled library has no ONNX node count; an emulated or LiteRT artifact no host latency."""
-    return "-" if value is None else format(value, spec)
+    return "-" if value is None else format(value, spec) + unit

@@ -8,9 +8,11 @@ models are timed round-robin (each repeat runs every model once) and compared by
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -56,11 +58,9 @@ def predictor(model: onnx.ModelProto | Path, threads: int = 1) -> Predict:
     `io.json`; anything else must be ONNX and runs on ONNX Runtime.
     """
     if isinstance(model, Path) and model.suffix == ".so":
-        import json
-
         from compiler.backends import tvm as tvm_backend
 
-        io = json.loads(model.with_name(IO_RECORD).read_text())
+        io = _io_record(model)
         names = [entry["name"] for entry in io["inputs"]]
         return pad_to_static(tvm_backend.load_runner(model, names), io["input_shapes"])
     sess = session(model, threads)
@@ -75,10 +75,9 @@ def runs_on_host(model: Path) -> bool:
         return False
     if model.suffix != ".so":
         return True
-    import json
     import platform
 
-    triple = json.loads(model.with_name(IO_RECORD).read_text())["target"]["mtriple"]
+    triple = _io_record(model)["target"]["mtriple"]
     return triple.split("-")[0] == platform.machine()
 
 
@@ -92,27 +91,37 @@ def outputs_for(model: onnx.ModelProto | Path, batches: list[Feeds]) -> list[lis
     batches in one emulated process), or for a .tflite in LiteRT in its toolchain; static-shape
     artifacts get each batch padded to the compiled shapes and the outputs cut back."""
     if isinstance(model, Path) and model.suffix == ".tflite":
-        import json
-
         from compiler.backends import tflite
 
-        io = json.loads(model.with_name(IO_RECORD).read_text())
-        padded = [_pad(feeds, io["input_shapes"]) for feeds in batches]
-        results = tflite.outputs_for(model, [full for full, _ in padded], io["onnx_outputs"])
-        return [_cut(outputs, resized) for outputs, (_, resized) in zip(results, padded, strict=True)]
+        onnx_outputs = _io_record(model)["onnx_outputs"]
+        return _run_static(model, batches, lambda padded: tflite.outputs_for(model, padded, onnx_outputs))
     if isinstance(model, Path) and not runs_on_host(model):
-        import json
-
         from compiler.backends import aarch64
 
-        io = json.loads(model.with_name(IO_RECORD).read_text())
-        shapes = io["input_shapes"]  # keyed by name; io.json's keys are sorted, not in main's order
-        names = [entry["name"] for entry in io["inputs"]]  # main's parameter order
-        padded = [_pad(feeds, shapes) for feeds in batches]
-        results = aarch64.run_batches_under_qemu(model, [{n: full[n] for n in names} for full, _ in padded])
-        return [_cut(outputs, resized) for outputs, (_, resized) in zip(results, padded, strict=True)]
+        names = [entry["name"] for entry in _io_record(model)["inputs"]]  # main's parameter order
+
+        def under_qemu(padded: list[Feeds]) -> list[list[np.ndarray]]:
+            # Positional arguments: io.json's input_shapes keys are sorted, not in main's order.
+            return aarch64.run_batches_under_qemu(model, [{n: full[n] for n in names} for full in padded])
+
+        return _run_static(model, batches, under_qemu)
     predict = predictor(model)
     return [predict(feeds) for feeds in batches]
+
+
+def _io_record(model: Path) -> dict[str, Any]:
+    return json.loads(model.with_name(IO_RECORD).read_text())
+
+
+def _run_static(
+    model: Path, batches: list[Feeds], run: Callable[[list[Feeds]], list[list[np.ndarray]]]
+) -> list[list[np.ndarray]]:
+    """`run` on every batch zero-padded to the artifact's compiled shapes, outputs cut back: the
+    all-batches-at-once form of `pad_to_static`, for runners in another process (qemu, LiteRT)."""
+    shapes = _io_record(model)["input_shapes"]
+    padded = [_pad(feeds, shapes) for feeds in batches]
+    results = run([full for full, _ in padded])
+    return [_cut(outputs, resized) for outputs, (_, resized) in zip(results, padded, strict=True)]
 
 
 def _pad(feeds: Feeds, shapes: dict[str, list[int]]) -> tuple[Feeds, dict[int, int]]:

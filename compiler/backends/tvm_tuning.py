@@ -21,6 +21,7 @@ on each board. The tracker is asked first, so a missing or empty farm is a one-l
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -62,21 +63,14 @@ def build_without_tensor_intrin(mod: tvm.IRModule, target: tvm.target.Target, _p
     return tvm_build(mod, target=target)
 
 
-def export_host_library(mod: Any) -> str:
-    """MetaSchedule export for RPC: a shared library linked by this host's g++ (the default export
-    writes a tar of objects that the device would have to link itself)."""
-    path = os.path.join(tempfile.mkdtemp(prefix="edgebuild-ms-export-"), "candidate.so")
-    mod.export_library(path)
-    return path
-
-
-def export_aarch64_library(mod: Any) -> str:
-    """MetaSchedule export for RPC to an AArch64 board: linked here by aarch64-linux-gnu-g++, so the
-    board needs only the TVM runtime, no compiler."""
+def export_library(mod: Any, cross_gxx: str | None = None) -> str:
+    """MetaSchedule export for RPC: a shared library linked here, by this host's g++ or by the
+    cross compiler `cross_gxx`, so the board needs only the TVM runtime, no compiler (the default
+    export writes a tar of objects that the device would have to link itself)."""
     import tvm.support.cc
 
     path = os.path.join(tempfile.mkdtemp(prefix="edgebuild-ms-export-"), "candidate.so")
-    mod.export_library(path, fcompile=tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++"))
+    mod.export_library(path, fcompile=tvm.support.cc.cross_compiler(cross_gxx) if cross_gxx else None)
     return path
 
 
@@ -146,7 +140,7 @@ def locked(database_dir: Path) -> Iterator[None]:
 
 
 @contextmanager
-def _thread_env(num_threads: int) -> Iterator[None]:
+def thread_env(num_threads: int) -> Iterator[None]:
     """TVM_NUM_THREADS for runner subprocesses: tune with the thread count the model deploys with."""
     previous = os.environ.get("TVM_NUM_THREADS")
     os.environ["TVM_NUM_THREADS"] = str(num_threads)
@@ -215,7 +209,7 @@ def tune(
         per_iter = max(4, min(64, math.ceil(trials / len(uncovered))))
         with (
             tempfile.TemporaryDirectory(prefix="edgebuild-ms-") as work_dir,
-            _thread_env(num_threads),
+            thread_env(num_threads),
             redirect_stdout(sys.stderr),  # MetaSchedule logs its task table to stdout, kept machine-readable
         ):
             # The evolutionary search's default population (512 per task and iteration) costs more
@@ -285,5 +279,6 @@ def _runner(rpc: RpcTracker | None, evaluator: ms.runner.EvaluatorConfig, device
 
 
 def _rpc_export(target: tvm.target.Target) -> Callable[[Any], str]:
-    mtriple = str(target.attrs.get("mtriple", ""))
-    return export_aarch64_library if mtriple.startswith("aarch64") else export_host_library
+    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+        return functools.partial(export_library, cross_gxx="aarch64-linux-gnu-g++")
+    return export_library

@@ -52,6 +52,20 @@ def _to_nhwc(array: np.ndarray, shape_signature: list[int]) -> np.ndarray:
     return array
 
 
+def _tensor_specs(details: dict) -> list[dict]:
+    """Signature tensors as the manifest records them: name, dtype, shape (-1 = dynamic), and
+    LiteRT's [scale, zero_point] quantization."""
+    return [
+        {
+            "name": name,
+            "dtype": np.dtype(d["dtype"]).name,
+            "shape": [int(x) for x in d["shape_signature"]],
+            "quantization": [float(d["quantization"][0]), int(d["quantization"][1])],
+        }
+        for name, d in details.items()
+    ]
+
+
 def convert(request: dict) -> dict:
     workdir = Path(request["workdir"])
     workdir.mkdir(parents=True, exist_ok=True)
@@ -105,24 +119,8 @@ def convert(request: dict) -> dict:
     return {
         "ops": ops,
         "tensor_dtypes": dict(sorted(dtypes.items())),
-        "inputs": [
-            {
-                "name": name,
-                "dtype": np.dtype(d["dtype"]).name,
-                "shape": [int(x) for x in d["shape_signature"]],
-                "quantization": [float(d["quantization"][0]), int(d["quantization"][1])],
-            }
-            for name, d in details.items()
-        ],
-        "outputs": [
-            {
-                "name": name,
-                "dtype": np.dtype(d["dtype"]).name,
-                "shape": [int(x) for x in d["shape_signature"]],
-                "quantization": [float(d["quantization"][0]), int(d["quantization"][1])],
-            }
-            for name, d in outputs.items()
-        ],
+        "inputs": _tensor_specs(details),
+        "outputs": _tensor_specs(outputs),
         "onnx2tf_log_tail": done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else [],
     }
 
