@@ -107,12 +107,13 @@ def _tvm_variants(
                 continue
             tuning = record["stages"][-1]["stats"].get("tuning", {})
             tasks = len(tuning.get("tasks", []))
-            rows[key].note = (
-                f"tuning {tuning.get('wall_s', 0):.0f} s, "
-                f"{tuning.get('tasks_with_records', 0)}/{tasks} tasks with records"
-                if trials
-                else f"no tuning records ({tasks} tasks)"
-            )
+            covered = f"{tuning.get('tasks_with_records', 0)}/{tasks} tasks with records"
+            if not trials:
+                rows[key].note = f"no tuning records ({tasks} tasks)"
+            elif tuning.get("new_trials"):
+                rows[key].note = f"tuning {tuning.get('wall_s', 0):.0f} s, {covered}"
+            else:  # a rebuild after a code change reads the records: no tuning time to report
+                rows[key].note = f"records from an earlier bench run (tuning time not re-measured), {covered}"
             paths[key] = _artifact(record)
             records[key] = record
     return rows, paths, records
