@@ -18,7 +18,7 @@ TARGETS_DIR = ROOT / "targets"
 MODELS_DIR = ROOT / "models"
 
 FAMILIES = ("transformer", "cnn", "generic")
-RUNTIMES = ("onnxruntime", "tvm", "litert")  # Core ML arrives with its own issue
+RUNTIMES = ("onnxruntime", "onnxruntime-mobile", "tvm", "litert")
 TUNE_RUNNERS = ("local", "rpc")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 SPEED_GATES = ("off", "warn", "fail")

@@ -37,6 +37,8 @@ def session(
     options.inter_op_num_threads = 1
     options.graph_optimization_level = level
     options.log_severity_level = 3
+    if isinstance(model, Path) and model.suffix == ".ort":  # as on the phone: replay recorded optimisations
+        options.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
     source: str | bytes
     if isinstance(model, onnx.ModelProto):
         source = model.SerializeToString()

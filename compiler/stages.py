@@ -233,6 +233,9 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     elif target.runtime == "litert":
         compile_config = backend.key_config(target.precision, shapes)
         code_files = [*backend.FINGERPRINT_FILES, ROOT / "compiler" / "toolchains" / "__init__.py"]
+    elif target.runtime == "onnxruntime-mobile":
+        compile_config = backend.key_config(target.precision)
+        code_files = list(backend.FINGERPRINT_FILES)
     else:
         compile_config = {"runtime": target.runtime, "level": target.graph_optimization}
         code_files = list(backend.FINGERPRINT_FILES)
@@ -251,6 +254,8 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         elif target.runtime == "litert":
             calibration = _calibration_arrays(dataset) if target.precision == "int8" else {}
             meta = backend.compile_model(current, target.precision, shapes, calibration, directory)
+        elif target.runtime == "onnxruntime-mobile":
+            meta = backend.compile_model(current, directory)
         else:
             step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
             meta = backend.compile_model(current, target, directory)
@@ -297,15 +302,20 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
             {"name": name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role}
             for name, (path, role) in sorted(extras.items())
         ]
-    if artifact.suffix == ".onnx":
+    for name, role in sorted(compiled.meta.get("extra_files", {}).items()):  # e.g. ORT Mobile's op config
+        path = compiled.path / name
+        sources[name] = path
+        files.append({"name": name, "sha256": sha256_file(path), "bytes": path.stat().st_size, "role": role})
+    if artifact.suffix in (".onnx", ".ort"):
         sess = session(artifact)
         inputs = [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()]
         outputs = [{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()]
-        memory = None
-    else:  # a compiled library: its signature comes from the compiler, memory from the last graph
+    else:  # a compiled library: its signature comes from the compiler
+        inputs, outputs = compiled.meta["inputs"], compiled.meta["outputs"]
+    memory = None
+    if artifact.suffix != ".onnx":  # not a graph the packager can read: memory from the last graph
         from compiler.packaging.manifest import estimate_memory
 
-        inputs, outputs = compiled.meta["inputs"], compiled.meta["outputs"]
         memory = estimate_memory(current, shapes)
         memory["weights_bytes"] = artifact.stat().st_size
         memory["total_bytes"] = memory["weights_bytes"] + memory["activations_bytes"]
@@ -354,8 +364,8 @@ def _calibration_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
 def _compile_stats(target: TargetSpec, meta: dict[str, Any]) -> dict[str, Any]:
     """What the report shows for the compile stage: ORT's level, TVM's target and tuning, or the
     LiteRT converter, its op list and tensor dtypes."""
-    if target.runtime == "litert":
-        return {key: meta[key] for key in ("converter", "toolchain", "ops", "tensor_dtypes")}
+    if target.runtime in ("litert", "onnxruntime-mobile"):
+        return {key: meta[key] for key in ("converter", "toolchain", "ops", "tensor_dtypes") if key in meta}
     if target.runtime != "tvm":
         return {"graph_optimization": target.graph_optimization}
     return {key: meta[key] for key in ("target", "tuning", "isa_features", "execution") if key in meta}

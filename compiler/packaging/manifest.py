@@ -175,7 +175,8 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
     }
     stats = record["stages"][-1].get("stats", {})
     if "converter" in stats:
-        manifest["conversion"] = {key: stats[key] for key in ("converter", "toolchain", "ops", "tensor_dtypes")}
+        keys = ("converter", "toolchain", "ops", "tensor_dtypes")
+        manifest["conversion"] = {key: stats[key] for key in keys if key in stats}
     validate(manifest)
     return manifest
 
