@@ -132,6 +132,8 @@ def build(
             if metrics["latency"]["ratio_vs_ort_fp32"] is not None
             else "latency not measured (LiteRT model: its speed is the phone's)"
             if record["target"]["runtime"] == "litert"
+            else "latency not measured (Core ML: verified in a reference interpreter; its speed is the iPhone's)"
+            if record["target"]["runtime"] == "coreml"
             else "latency not measured (cross-compiled; verified under emulation)"
         )
     )

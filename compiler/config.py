@@ -18,7 +18,7 @@ TARGETS_DIR = ROOT / "targets"
 MODELS_DIR = ROOT / "models"
 
 FAMILIES = ("transformer", "cnn", "generic")
-RUNTIMES = ("onnxruntime", "onnxruntime-mobile", "tvm", "litert")
+RUNTIMES = ("onnxruntime", "onnxruntime-mobile", "tvm", "litert", "coreml")
 TUNE_RUNNERS = ("local", "rpc")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 SPEED_GATES = ("off", "warn", "fail")

@@ -20,7 +20,7 @@ from compiler.config import ROOT, ModelRecipe
 from compiler.data import Dataset
 from compiler.measurements import host_fingerprint, recall_or_measure
 from compiler.progress import step
-from compiler.runtime import is_emulated, measure_latency, predictor, runs_on_host
+from compiler.runtime import is_coreml, is_emulated, measure_latency, predictor, runs_on_host
 
 CODE = [ROOT / "compiler" / "profile.py", ROOT / "compiler" / "verify.py", ROOT / "compiler" / "runtime.py"]
 THREADS = 1
@@ -55,7 +55,8 @@ def profile_stages(
         emulated = [p for p in paths if is_emulated(p)]
         if emulated:
             count = len(evaluate.batch_indices(emulated[-1]))
-            step(f"running {emulated[-1].name} under qemu-aarch64 on {count} of {len(dataset.verify)} batches")
+            where = "in the MIL reference interpreter" if is_coreml(emulated[-1]) else "under qemu-aarch64"
+            step(f"running {emulated[-1].name} {where} on {count} of {len(dataset.verify)} batches")
         rows = [{"bytes": p.stat().st_size, "nodes": _node_count(p), "fidelity": evaluate(p).__dict__} for p in paths]
         shape = {name: list(array.shape) for name, array in dataset.bench.items()}
 
@@ -104,6 +105,11 @@ def profile_stages(
 
 
 def _not_timed(artifact: Path) -> str:
+    if is_coreml(artifact):
+        return (
+            "not measured: Core ML runs only on Apple devices; here the package was executed by a "
+            "reference interpreter to be verified, and its time says nothing about an iPhone"
+        )
     if artifact.suffix == ".tflite":
         return (
             "not measured at build time: LiteRT runs in its own toolchain process; a phone's latency "

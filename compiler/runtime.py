@@ -70,10 +70,16 @@ def predictor(model: onnx.ModelProto | Path, threads: int = 1) -> Predict:
     return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
 
 
+def is_coreml(model: onnx.ModelProto | Path) -> bool:
+    """A zipped Core ML package, which only our MIL reference interpreter runs here."""
+    return isinstance(model, Path) and model.name.endswith(".mlpackage.zip")
+
+
 def runs_on_host(model: Path) -> bool:
     """False for what this process does not time: a library compiled for another ISA (executed
-    under emulation) and a .tflite (run by LiteRT in its own toolchain process)."""
-    if model.suffix == ".tflite":
+    under emulation), a .tflite (run by LiteRT in its own toolchain process) and a Core ML package
+    (run by a reference interpreter)."""
+    if model.suffix == ".tflite" or is_coreml(model):
         return False
     if model.suffix != ".so":
         return True
@@ -84,8 +90,9 @@ def runs_on_host(model: Path) -> bool:
 
 
 def is_emulated(model: onnx.ModelProto | Path) -> bool:
-    """True for an AArch64 library, which runs under qemu-aarch64 (slowly) to be verified."""
-    return isinstance(model, Path) and model.suffix == ".so" and not runs_on_host(model)
+    """True for what is verified slowly on a subset of batches: an AArch64 library under
+    qemu-aarch64, and a Core ML package in the MIL reference interpreter."""
+    return is_coreml(model) or (isinstance(model, Path) and model.suffix == ".so" and not runs_on_host(model))
 
 
 def outputs_for(model: onnx.ModelProto | Path, batches: list[Feeds]) -> list[list[np.ndarray]]:
@@ -97,6 +104,11 @@ def outputs_for(model: onnx.ModelProto | Path, batches: list[Feeds]) -> list[lis
 
         onnx_outputs = _io_record(model)["onnx_outputs"]
         return _run_static(model, batches, lambda padded: tflite.outputs_for(model, padded, onnx_outputs))
+    if isinstance(model, Path) and is_coreml(model):
+        from compiler.backends import coreml
+
+        onnx_outputs = _io_record(model)["onnx_outputs"]
+        return _run_static(model, batches, lambda padded: coreml.outputs_for(model, padded, onnx_outputs))
     if isinstance(model, Path) and not runs_on_host(model):
         from compiler.backends import aarch64
 

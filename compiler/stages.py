@@ -15,11 +15,11 @@ from compiler.backends import backend_for
 from compiler.cache import Cache, sha256_file, sha256_tree, stage_key, tool_versions
 from compiler.config import ROOT, ModelRecipe, TargetSpec
 from compiler.data import Dataset, load_dataset
-from compiler.errors import PassError
+from compiler.errors import ConfigError, PassError
 from compiler.importers import import_model
 from compiler.importers.torch_export import load_reference
 from compiler.progress import step
-from compiler.runtime import is_emulated, outputs_for, runs_on_host, session
+from compiler.runtime import is_coreml, is_emulated, outputs_for, runs_on_host, session
 from compiler.verify import Outputs, check_fidelity, score, speed_verdict
 from passes.base import Fidelity, GraphPass, PassContext, TorchPass, apply_pass
 from passes.catalogue import instantiate
@@ -100,9 +100,13 @@ class Evaluator:
             return fidelity
         return replace(
             fidelity,
-            summary=f"{fidelity.summary} (on {len(indices)} of {total} batches, run under qemu-aarch64)",
+            summary=f"{fidelity.summary} (on {len(indices)} of {total} batches, {_slow_runner(model)})",
             detail={**fidelity.detail, "verified_batches": len(indices), "total_batches": total},
         )
+
+
+def _slow_runner(model: onnx.ModelProto | Path) -> str:
+    return "run in the MIL reference interpreter" if is_coreml(model) else "run under qemu-aarch64"
 
 
 def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesResult:
@@ -236,6 +240,14 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     elif target.runtime == "onnxruntime-mobile":
         compile_config = backend.key_config(target.precision)
         code_files = list(backend.FINGERPRINT_FILES)
+    elif target.runtime == "coreml":  # converts the PyTorch model: the import digest stands for it
+        if done:
+            raise ConfigError(
+                f"{target.path}: Core ML targets convert the PyTorch model, so ONNX passes ({', '.join(done)}) "
+                "would not reach the artifact; remove them (compression is the target's precision)"
+            )
+        compile_config = backend.key_config(target.precision, shapes, target.runtime_min_version)
+        code_files = list(backend.FINGERPRINT_FILES)
     else:
         compile_config = {"runtime": target.runtime, "level": target.graph_optimization}
         code_files = list(backend.FINGERPRINT_FILES)
@@ -256,6 +268,8 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
             meta = backend.compile_model(current, target.precision, shapes, calibration, directory)
         elif target.runtime == "onnxruntime-mobile":
             meta = backend.compile_model(current, directory)
+        elif target.runtime == "coreml":
+            meta = backend.compile_model(recipe, target.precision, shapes, target.runtime_min_version, directory)
         else:
             step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
             meta = backend.compile_model(current, target, directory)
@@ -290,7 +304,7 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
     if speed:
         warnings.append(speed)
 
-    artifact_name = f"{recipe.name}{artifact.suffix}"
+    artifact_name = f"{recipe.name}{'.mlpackage.zip' if is_coreml(artifact) else artifact.suffix}"
     sources = {artifact_name: artifact}
     files = [{"name": artifact_name, "sha256": sha256_file(artifact), "bytes": artifact.stat().st_size}]
     if artifact.suffix == ".so" and not runs_on_host(artifact):
@@ -364,7 +378,7 @@ def _calibration_arrays(dataset: Dataset) -> dict[str, np.ndarray]:
 def _compile_stats(target: TargetSpec, meta: dict[str, Any]) -> dict[str, Any]:
     """What the report shows for the compile stage: ORT's level, TVM's target and tuning, or the
     LiteRT converter, its op list and tensor dtypes."""
-    if target.runtime in ("litert", "onnxruntime-mobile"):
+    if target.runtime in ("litert", "onnxruntime-mobile", "coreml"):
         return {key: meta[key] for key in ("converter", "toolchain", "ops", "tensor_dtypes") if key in meta}
     if target.runtime != "tvm":
         return {"graph_optimization": target.graph_optimization}

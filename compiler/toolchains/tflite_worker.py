@@ -7,6 +7,8 @@ Usage: python tflite_worker.py REQUEST.json, where the request is one of
    model takes it)}, "output": path, "result": path}
   {"command": "run", "model": path, "batches": .npz path ("<batch>/<input>" keys), "count": n,
    "output_names": [...], "outputs": .npz path, "result": path}
+  {"command": "inspect", "model": path, "result": path} -> ops, tensor dtypes, signature; fails
+   on Flex/custom ops and on int16 activations (what convert runs on its output)
   {"command": "time", "onnx": path, "models": {key: .tflite path}, "feeds": .npz path, "repeats": n,
    "result": path}  -> median seconds per call of ONNX Runtime on the ONNX ("ort") and of each model,
    interleaved in this one process, 1 thread each
@@ -104,24 +106,50 @@ def convert(request: dict) -> dict:
     else:
         shutil.copyfile(produced[0], request["output"])
 
-    interpreter = _interpreter(request["output"], delegates=False)
-    ops = sorted({op["op_name"] for op in interpreter._get_ops_details()})
+    result = inspect(request["output"])
+    result["onnx2tf_log_tail"] = done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else []
+    return result
+
+
+def _ops(path: str) -> list[str]:
+    """The op names in the file's own op table (read without the interpreter, which would refuse
+    a Flex op before it could be named)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(Path(path).read_bytes(), 0)
+    builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    names = set()
+    for code in model.operatorCodes or []:
+        builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
+        custom = code.customCode.decode() if code.customCode else None
+        names.add(
+            custom if builtin_names.get(builtin) == "CUSTOM" and custom else builtin_names.get(builtin, str(builtin))
+        )
+    return sorted(names)
+
+
+def inspect(path: str) -> dict:
+    """Ops, tensor dtypes and signature of a .tflite; refuses Flex/custom ops and int16 activations."""
+    ops = _ops(path)
     foreign = [op for op in ops if op.startswith("Flex") or op.upper() == "CUSTOM" or op.startswith("Custom")]
     if foreign:
-        raise SystemExit(f"the .tflite holds ops LiteRT's builtin set cannot run: {', '.join(foreign)}")
+        raise SystemExit(
+            f"the .tflite holds Flex or custom ops that LiteRT's builtin set cannot run: {', '.join(foreign)}"
+        )
+    interpreter = _interpreter(path, delegates=False)
+    tensors = interpreter.get_tensor_details()
+    if any(np.dtype(t["dtype"]) == np.int16 for t in tensors):
+        raise SystemExit("the .tflite is an int16-activation variant (16x8 quantization); edgebuild never ships those")
     signature = interpreter.get_signature_runner()
-    details = signature.get_input_details()
-    outputs = signature.get_output_details()
     dtypes: dict[str, int] = {}
-    for tensor in interpreter.get_tensor_details():
+    for tensor in tensors:
         key = np.dtype(tensor["dtype"]).name
         dtypes[key] = dtypes.get(key, 0) + 1
     return {
         "ops": ops,
         "tensor_dtypes": dict(sorted(dtypes.items())),
-        "inputs": _tensor_specs(details),
-        "outputs": _tensor_specs(outputs),
-        "onnx2tf_log_tail": done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else [],
+        "inputs": _tensor_specs(signature.get_input_details()),
+        "outputs": _tensor_specs(signature.get_output_details()),
     }
 
 
@@ -179,7 +207,8 @@ def time_models(request: dict) -> dict:
 
 def main() -> None:
     request = json.loads(Path(sys.argv[1]).read_text())
-    handler = {"convert": convert, "run": run, "time": time_models}[request["command"]]
+    commands = {"convert": convert, "run": run, "time": time_models, "inspect": lambda r: inspect(r["model"])}
+    handler = commands[request["command"]]
     result = handler(request)
     Path(request["result"]).write_text(json.dumps(result))
 
