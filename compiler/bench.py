@@ -4,9 +4,11 @@ For each recipe: PyTorch eager FP32, ONNX Runtime FP32 (the imported model), eve
 target's artifact (built through the normal cached pipeline) and, as a peer, Olive's `auto-opt`
 INT8 output, and TVM (`desktop-tvm`) untuned and at each tuning budget asked for (`--tvm-trials`),
 each tuned from an empty database of its own, tuning and timing with one thread; the note gives
-the tuning wall time. The android-* (LiteRT) targets add size and fidelity rows, their latency a
-ratio to ONNX Runtime FP32 timed in the LiteRT toolchain's own process (host figures, not phone
-figures). Latency is timed interleaved in one process at the recipe's benchmark shape with one
+the tuning wall time. The phone targets add size and fidelity rows: android-* LiteRT models with
+their latency a ratio to ONNX Runtime FP32 timed in the LiteRT toolchain's own process,
+android-ort-int8's .ort timed here beside ORT FP32 (host figures, not phone figures), and ios-*
+with no latency (Core ML runs only on Apple devices; fidelity comes from the MIL reference
+interpreter). Latency is timed interleaved in one process at the recipe's benchmark shape with one
 thread (the machine is shared and noisy: ratios measured together are the figures to quote);
 size is the shipped file; fidelity is the recipe's metric against the PyTorch FP32 reference.
 This is a benchmark, not a test: it prints a table and asserts nothing.
@@ -181,6 +183,10 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
         except UserError as error:
             rows["olive"] = Row("Olive auto-opt INT8", note=f"not measured: {error}")
 
+    phone_rows, phone_paths = _phone_rows(recipe)  # ORT Mobile is timed with the rest; Core ML is not
+    rows.update(phone_rows)
+    paths.update(phone_paths)
+
     step(f"bench {recipe.name}: PyTorch eager FP32 reference")
     torch.set_num_threads(THREADS)
     module = _torch_module(recipe)
@@ -209,7 +215,7 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
         rows[key].speedup_vs_torch = seconds["torch"] / value
     mobile = _litert_rows(recipe, imported, dataset.bench, repeats)
     rows.update(mobile)
-    order = ["torch", "ort-fp32", *targets, "olive", *mobile]
+    order = ["torch", "ort-fp32", *targets, "olive", *mobile, *phone_rows]
     return [rows[key] for key in order if key in rows]
 
 
@@ -222,7 +228,7 @@ def _litert_rows(
 
     rows: dict[str, Row] = {}
     models: dict[str, Path] = {}
-    for name in (t for t in config.available(config.TARGETS_DIR) if t.startswith("android-")):
+    for name in _phone_targets("litert"):
         rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
         if record is not None:
             rows[name].note = "latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure"
@@ -234,6 +240,29 @@ def _litert_rows(
             rows[name].latency_ms = seconds[name] * 1000
             rows[name].ratio_vs_ort = seconds[name] / seconds["ort"]
     return rows
+
+
+def _phone_targets(runtime: str) -> list[str]:
+    names = [t for t in config.available(config.TARGETS_DIR) if t.startswith(("android-", "ios-"))]
+    return [t for t in names if config.load_target(t).runtime == runtime]
+
+
+def _phone_rows(recipe: config.ModelRecipe) -> tuple[dict[str, Row], dict[str, Path]]:
+    """android-ort-int8 (its .ort is timed here with ORT, beside ORT FP32: a host figure) and the
+    ios-* targets (size and fidelity from the MIL reference interpreter; no latency: Core ML runs
+    only on Apple devices)."""
+    rows: dict[str, Row] = {}
+    paths: dict[str, Path] = {}
+    for name in _phone_targets("onnxruntime-mobile"):
+        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
+        if record is not None:
+            rows[name].note = "latency: host ORT running the .ort file (Runtime-style, x86), not a phone figure"
+            paths[name] = _artifact(record)
+    for name in _phone_targets("coreml"):
+        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
+        if record is not None:
+            rows[name].note = "fidelity from the MIL reference interpreter; no latency off Apple hardware"
+    return rows, paths
 
 
 def _olive_source(recipe: config.ModelRecipe) -> Path:

@@ -76,3 +76,42 @@ def test_int8_scheme_follows_the_inputs_and_bad_precision_is_refused(tmp_path: P
     assert tflite.int8_mode(ids) == "dynamic-range"  # token ids: INT8 weights, float activations
     with pytest.raises(UserError, match="fp32, fp16 or int8"):
         tflite.compile_model(tmp_path / "model.onnx", "int4", {}, {}, tmp_path)
+
+
+MAKER = '''
+import json, sys
+from pathlib import Path
+import numpy as np
+import tensorflow as tf
+
+request = json.loads(Path(sys.argv[1]).read_text())
+spec = tf.TensorSpec([1, 8], tf.float32)
+if request["kind"] == "flex":  # Erf is not a LiteRT builtin here: only the Flex (TensorFlow) op set has it
+    fn = tf.function(lambda x: tf.math.erf(x) + 1.0, input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+else:  # 16x8 quantization: int16 activations, int8 weights
+    dense = tf.keras.layers.Dense(4)
+    dense.build((1, 8))
+    fn = tf.function(lambda x: tf.nn.relu(dense(x)), input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()], fn)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([np.full((1, 8), i / 8, np.float32)] for i in range(8))
+    ops = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+    converter.target_spec.supported_ops = [ops]
+Path(request["output"]).write_bytes(converter.convert())
+Path(request["result"]).write_text("{}")
+'''
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("flex", "Flex or custom ops that LiteRT's builtin set cannot run: FlexErf"), ("int16", "int16-activation")],
+)
+def test_inspection_refuses_flex_ops_and_int16_activations(kind: str, message: str, tmp_path: Path) -> None:
+    maker = tmp_path / "make_tflite.py"
+    maker.write_text(MAKER)
+    model = tmp_path / f"{kind}.tflite"
+    tflite.TOOLCHAIN.run(maker, {"kind": kind, "output": str(model)}, timeout_s=600)
+    with pytest.raises(UserError, match=message):
+        tflite.TOOLCHAIN.run(tflite.WORKER, {"command": "inspect", "model": str(model)}, timeout_s=600)
