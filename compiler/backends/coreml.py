@@ -290,7 +290,8 @@ def _load_module(recipe: ModelRecipe) -> Any:
     if recipe.source_kind == "onnx":
         raise ConfigError(
             f"{recipe.name}: Core ML targets convert from PyTorch (coremltools has no ONNX frontend); "
-            "this recipe's source is an ONNX file"
+            "this build starts from an ONNX file; give a recipe with a torch or huggingface source, "
+            "or pick an android-* target"
         )
     step(f"coreml: loading {recipe.name}'s PyTorch model")
     if recipe.source_kind == "torch":
