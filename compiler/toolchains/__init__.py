@@ -125,6 +125,17 @@ class Toolchain:
                 f"index, then rerun (the lock is {self.lock})"
             )
 
+    def search_path(self, path: str) -> str:
+        """PATH for the worker: this toolchain's bin first, no other virtualenv's bin.
+
+        Converters run tools by name (onnx2tf runs `onnxsim`): with the main venv active, its
+        onnxsim (other onnx) ran instead and gave another MiniLM graph; with no venv active, none
+        ran. Both were measured on 2026-11-29; only the pinned tool is right.
+        """
+        entries = [entry for entry in path.split(os.pathsep) if entry]
+        kept = [entry for entry in entries if not (Path(entry).parent / "pyvenv.cfg").is_file()]
+        return os.pathsep.join([str(self.directory / "bin"), *kept])
+
     def run(self, worker: Path, request: dict[str, Any], timeout_s: int, cwd: Path | None = None) -> dict[str, Any]:
         """Run `worker` (a script importing only this toolchain's packages) on `request`; return its
         JSON result. The worker gets the request file's path as its only argument and writes its
@@ -133,9 +144,9 @@ class Toolchain:
         with tempfile.TemporaryDirectory(prefix=f"edgebuild-{self.name}-") as tmp:
             request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
             request_path.write_text(json.dumps({**request, "result": str(result_path)}))
-            # A clean environment: nothing of the main venv (PYTHONPATH, VIRTUAL_ENV) leaks in.
             env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
             env.update({"ORT_DISABLE_TELEMETRY": "1", "PYTHONHASHSEED": "0", "TF_CPP_MIN_LOG_LEVEL": "2"})
+            env["PATH"] = self.search_path(env.get("PATH", os.defpath))
             command = [str(python), str(worker), str(request_path)]
             try:
                 result = subprocess.run(

@@ -17,8 +17,9 @@ import six  # only in the toolchain, not in the main environment's worker contra
 request = json.load(open(sys.argv[1]))
 if request.get("fail"):
     raise SystemExit("worker says: the model has an op I cannot convert")
-json.dump({"six": six.__version__, "doubled": [2 * x for x in request["numbers"]], "python": sys.prefix},
-          open(request["result"], "w"))
+import shutil
+json.dump({"six": six.__version__, "doubled": [2 * x for x in request["numbers"]], "python": sys.prefix,
+           "python_on_path": shutil.which("python")}, open(request["result"], "w"))
 """
 
 
@@ -47,7 +48,17 @@ def test_created_once_and_run_in_its_own_environment(tiny: Toolchain, tmp_path: 
 
     assert result["six"] == "1.17.0" and result["doubled"] == [2, 4, 6]
     assert Path(result["python"]).resolve() == tiny.directory.resolve()
+    # Tools run by name (onnx2tf runs `onnxsim`) resolve to the toolchain's, even with the main venv active.
+    assert Path(result["python_on_path"]).parent == tiny.directory / "bin"
     assert tiny.ensure() == tiny.python and (tiny.directory / STAMP).stat().st_mtime_ns == stamp  # reused
+
+
+def test_search_path_puts_the_toolchain_first_and_drops_other_venvs(tiny: Toolchain, tmp_path: Path) -> None:
+    other = tmp_path / "venv"
+    (other / "bin").mkdir(parents=True)
+    (other / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    path = tiny.search_path(f"{other / 'bin'}:/usr/local/bin:/usr/bin")
+    assert path.split(":") == [str(tiny.directory / "bin"), "/usr/local/bin", "/usr/bin"]
 
 
 def test_worker_failure_is_one_line(tiny: Toolchain, tmp_path: Path) -> None:
