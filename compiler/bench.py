@@ -226,13 +226,8 @@ def _litert_rows(
     Runtime FP32 timed interleaved in the LiteRT toolchain's own process (a host figure)."""
     from compiler.backends import tflite
 
-    rows: dict[str, Row] = {}
-    models: dict[str, Path] = {}
-    for name in _phone_targets("litert"):
-        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
-        if record is not None:
-            rows[name].note = "latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure"
-            models[name] = _artifact(record)
+    note = "latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure"
+    rows, models = _phone_builds(recipe, "litert", note)
     if models:
         step(f"bench {recipe.name}: timing {len(models)} LiteRT models against ORT FP32 in the tflite toolchain")
         seconds = tflite.time_against_ort(imported, models, feeds, repeats)
@@ -247,22 +242,27 @@ def _phone_targets(runtime: str) -> list[str]:
     return [t for t in names if config.load_target(t).runtime == runtime]
 
 
+def _phone_builds(recipe: config.ModelRecipe, runtime: str, note: str) -> tuple[dict[str, Row], dict[str, Path]]:
+    """Build every phone target of `runtime`: rows (size, fidelity, `note`) and artifact paths."""
+    rows: dict[str, Row] = {}
+    paths: dict[str, Path] = {}
+    for name in _phone_targets(runtime):
+        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
+        if record is not None:
+            rows[name].note = note
+            paths[name] = _artifact(record)
+    return rows, paths
+
+
 def _phone_rows(recipe: config.ModelRecipe) -> tuple[dict[str, Row], dict[str, Path]]:
     """android-ort-int8 (its .ort is timed here with ORT, beside ORT FP32: a host figure) and the
     ios-* targets (size and fidelity from the MIL reference interpreter; no latency: Core ML runs
-    only on Apple devices)."""
-    rows: dict[str, Row] = {}
-    paths: dict[str, Path] = {}
-    for name in _phone_targets("onnxruntime-mobile"):
-        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
-        if record is not None:
-            rows[name].note = "latency: host ORT running the .ort file (Runtime-style, x86), not a phone figure"
-            paths[name] = _artifact(record)
-    for name in _phone_targets("coreml"):
-        rows[name], record = _build_row(recipe, config.load_target(name), name, Cache())
-        if record is not None:
-            rows[name].note = "fidelity from the MIL reference interpreter; no latency off Apple hardware"
-    return rows, paths
+    only on Apple devices, so their paths are not returned for timing)."""
+    note = "latency: host ORT running the .ort file (Runtime-style, x86), not a phone figure"
+    rows, paths = _phone_builds(recipe, "onnxruntime-mobile", note)
+    ios_note = "fidelity from the MIL reference interpreter; no latency off Apple hardware"
+    ios, _ = _phone_builds(recipe, "coreml", ios_note)
+    return {**rows, **ios}, paths
 
 
 def _olive_source(recipe: config.ModelRecipe) -> Path:

@@ -350,20 +350,20 @@ def _channel(v: np.ndarray, rank: int) -> np.ndarray:
 def _batch_norm(a: Inputs) -> np.ndarray:
     x = a("x")
     y = (x - _channel(a("mean"), x.ndim)) / np.sqrt(_channel(a("variance"), x.ndim) + a.number("epsilon", 1e-5))
-    if a.has("gamma"):
-        y = y * _channel(a("gamma"), x.ndim)
-    if a.has("beta"):
-        y = y + _channel(a("beta"), x.ndim)
-    return y
+    return _scale_shift(a, y)
 
 
 def _instance_norm(a: Inputs) -> np.ndarray:
     x = a("x")
-    y = _normalise(x, tuple(range(2, x.ndim)), a.number("epsilon", 1e-5))
+    return _scale_shift(a, _normalise(x, tuple(range(2, x.ndim)), a.number("epsilon", 1e-5)))
+
+
+def _scale_shift(a: Inputs, y: np.ndarray) -> np.ndarray:
+    """y * gamma + beta per channel, each only when the op has it."""
     if a.has("gamma"):
-        y = y * _channel(a("gamma"), x.ndim)
+        y = y * _channel(a("gamma"), y.ndim)
     if a.has("beta"):
-        y = y + _channel(a("beta"), x.ndim)
+        y = y + _channel(a("beta"), y.ndim)
     return y
 
 
