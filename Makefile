@@ -13,7 +13,7 @@ export OLIVE_DISABLE_TELEMETRY := 1
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all build setup test bench clean targets models passes help
+.PHONY: all build setup test bench release clean targets models passes help
 
 all: $(if $(target),build,help)
 
@@ -44,6 +44,10 @@ test: $(STAMP)
 bench: $(OLIVE)
 	$(BIN)/edgebuild bench --repeats 100
 	$(BIN)/edgebuild bench-ota --kills 200
+
+# The release pipeline: release.toml's matrix, gated, signed with EDGEBUILD_SIGNING_KEY, published to ota/.
+release: $(STAMP)
+	$(BIN)/edgebuild release --jobs $(or $(jobs),2)
 
 targets: $(STAMP)
 	@$(BIN)/edgebuild targets

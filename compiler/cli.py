@@ -399,6 +399,34 @@ def cache_clear(artifacts: Path, measurements: bool) -> None:
         click.echo(f"forgot {forget_all()} recorded measurements in {ledger_dir()}")
 
 
+@main.command()
+@click.option("-f", "--file", "release_file", type=click.Path(path_type=Path), help="Default: release.toml.")
+@click.option("-j", "--jobs", default=2, show_default=True, help="Builds run at the same time.")
+@click.option("--key", type=click.Path(path_type=Path), help="Release signing key (or EDGEBUILD_SIGNING_KEY).")
+@click.option("--repo", type=click.Path(path_type=Path), default=Path("ota"), show_default=True, help="OTA repository.")
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Default: artifacts/releases/<release name>/.")
+@click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
+@click.option("--publish/--no-publish", default=True, show_default=True, help="Publish when every pair passes.")
+def release(
+    release_file: Path | None,
+    jobs: int,
+    key: Path | None,
+    repo: Path,
+    report_dir: Path | None,
+    artifacts: Path,
+    publish: bool,
+) -> None:
+    """Build release.toml's model x target matrix, gate it, sign it, publish it to its first channel."""
+    from compiler.release import run_release
+    from compiler.release_config import RELEASE_FILE, load_release
+
+    definition = load_release(release_file or RELEASE_FILE)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: run at least one build at a time")
+    directory = report_dir or artifacts / "releases" / definition.name
+    run_release(definition, key, repo, directory, artifacts, jobs=jobs, publish=publish)
+
+
 def _attach_ota_commands() -> None:
     from compiler import cli_ota
 

@@ -147,28 +147,48 @@ def publish(
     """
     if channel is not None:
         check_channel(channel)
+    with Repository.open(repo, keys, expiry, threshold=hash_bin_threshold) as repository:
+        path, bundle_file, delta = _stage(repository, bundle)
+        if channel is not None:
+            repository.point(channel, bundle_file)
+        return PublishResult(path, delta, channel, repository.commit())
+
+
+def publish_release(
+    repo: Path, bundles: list[Path], keys: Keystore, channel: str, *, expiry: Expiry | None = None
+) -> tuple[list[PublishResult], tuple[str, ...]]:
+    """Publish every bundle of a release and point `channel` at all of them in one metadata commit:
+    a device sees the whole release or none of it. Bundles already published with the same bytes
+    are reused; any refusal (other bytes, a counter that does not grow) stops before a commit."""
+    check_channel(channel)
+    with Repository.open(repo, keys, expiry) as repository:
+        staged = [_stage(repository, bundle) for bundle in bundles]
+        for _, bundle_file, _ in staged:
+            repository.point(channel, bundle_file)
+        written = repository.commit()
+    return [PublishResult(path, delta, channel, written) for path, _, delta in staged], written
+
+
+def _stage(repository: Repository, bundle: Path) -> tuple[str, TargetFile, str | None]:
+    """Add `bundle` (and its delta) to the open repository, or find it there with the same bytes:
+    its target path, its TargetFile and the delta's path (None when none was made)."""
     manifest = read_bundle_manifest(bundle)
     model, version, target = manifest["model"]["name"], manifest["model"]["version"], manifest["target"]["name"]
     for what, value in (("model name", model), ("model version", version)):
         if not _PART.fullmatch(value):
             raise RepoError(f"{bundle}: {what} '{value}' cannot be part of a URL: use letters, digits and ._+-")
     path = bundle_path(target, model, version)
-    with Repository.open(repo, keys, expiry, threshold=hash_bin_threshold) as repository:
-        repository.ensure_target_role(target)
-        existing = repository.role(repository.holder(target, path)).signed.targets.get(path)
-        delta = None
-        if existing is None:
-            bundle_file, delta = _add_bundle(repository, bundle, manifest, path)
-        elif existing.hashes["sha256"] != _sha256_file(bundle):
-            raise RepoError(
-                f"{path} is already published with other bytes (sha256 {existing.hashes['sha256']}): "
-                "bump the model version to publish a change"
-            )
-        else:
-            bundle_file = existing
-        if channel is not None:
-            repository.point(channel, bundle_file)
-        return PublishResult(path, delta, channel, repository.commit())
+    repository.ensure_target_role(target)
+    existing = repository.role(repository.holder(target, path)).signed.targets.get(path)
+    if existing is None:
+        bundle_file, delta = _add_bundle(repository, bundle, manifest, path)
+        return path, bundle_file, delta
+    if existing.hashes["sha256"] != _sha256_file(bundle):
+        raise RepoError(
+            f"{path} is already published with other bytes (sha256 {existing.hashes['sha256']}): "
+            "bump the model version to publish a change"
+        )
+    return path, existing, None
 
 
 def _add_bundle(
