@@ -407,6 +407,7 @@ def cache_clear(artifacts: Path, measurements: bool) -> None:
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Default: artifacts/releases/<release name>/.")
 @click.option("--artifacts", type=click.Path(path_type=Path), default=ARTIFACTS, show_default=True)
 @click.option("--publish/--no-publish", default=True, show_default=True, help="Publish when every pair passes.")
+@click.option("--only-target", help="Build only this target's pairs (a CI matrix job); never publishes.")
 def release(
     release_file: Path | None,
     jobs: int,
@@ -415,6 +416,7 @@ def release(
     report_dir: Path | None,
     artifacts: Path,
     publish: bool,
+    only_target: str | None,
 ) -> None:
     """Build release.toml's model x target matrix, gate it, sign it, publish it to its first channel."""
     from compiler.release import run_release
@@ -424,7 +426,26 @@ def release(
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: run at least one build at a time")
     directory = report_dir or artifacts / "releases" / definition.name
-    run_release(definition, key, repo, directory, artifacts, jobs=jobs, publish=publish)
+    run_release(definition, key, repo, directory, artifacts, jobs=jobs, publish=publish, only_target=only_target)
+
+
+@main.command()
+@click.option("-f", "--file", "release_file", type=click.Path(path_type=Path), help="Default: release.toml.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path(".github/workflows/release.yml"),
+    show_default=True,
+)
+def ci(release_file: Path | None, output: Path) -> None:
+    """Render the CI workflow (GitHub Actions: a build job per target, then publish) from release.toml."""
+    from compiler.release_ci import render_workflow
+    from compiler.release_config import RELEASE_FILE, load_release
+
+    definition = load_release(release_file or RELEASE_FILE)
+    render_workflow(definition, output)
+    step(f"wrote {output}: {len(definition.targets())} build jobs + publish, from {definition.path.name}")
 
 
 def _attach_ota_commands() -> None:

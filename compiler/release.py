@@ -81,17 +81,24 @@ def run_release(
     artifacts: Path,
     jobs: int = 2,
     publish: bool = True,
+    only_target: str | None = None,
 ) -> list[PairResult]:
-    """Build, gate, publish (all or nothing) and report; raises ReleaseError when the release fails."""
+    """Build, gate, publish (all or nothing) and report; raises ReleaseError when the release fails.
+    `only_target` builds one column of the matrix (a CI matrix job) and never publishes."""
     signing_key = release_key(key)
     logs = report_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     pairs = release.pairs()
+    if only_target is not None:
+        pairs = [(model, target) for model, target in pairs if target == only_target]
+        if not pairs:
+            raise ReleaseError(f"--only-target {only_target}: the release builds no model for that target")
+        publish = False
     step(f"release {release.name}: {len(pairs)} builds ({len(release.models)} models), {jobs} at a time")
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = [pool.submit(_build_pair, model, target, signing_key, artifacts, logs) for model, target in pairs]
         results = [future.result() for future in futures]
-    for result, (model, _) in zip(results, pairs, strict=True):
+    for result, (model, _) in zip(results, pairs, strict=True):  # the recipe budget held if it built
         if result.ok:
             _apply_gates(result, model)
     failed = [r for r in results if not r.ok]
@@ -100,7 +107,8 @@ def run_release(
         published = _publish(release, results, repo)
     from compiler.release_report import write_report
 
-    paths = write_report(release, results, report_dir, channel=release.channels[0], published=bool(published))
+    channel = release.channels[0]
+    paths = write_report(release, results, report_dir, channel=channel, published=bool(published))
     step(f"release report: {paths[0]} (and {', '.join(p.name for p in paths[1:])})")
     if failed:
         raise ReleaseError(

@@ -95,3 +95,28 @@ def test_release_file_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'rollout' must rise"):
         load_release(path)
     assert load_release().targets() == sorted(set(load_release().targets()))  # the shipped file loads
+
+
+def test_ci_workflow_matrix_equals_the_release_targets(tmp_path: Path) -> None:
+    import yaml
+
+    from compiler.release_ci import render_workflow
+
+    for release in (load_release(), load_release(_release(tmp_path, 1.0))):
+        workflow = yaml.safe_load(render_workflow(release, tmp_path / "wf" / "release.yml"))
+        assert workflow["jobs"]["build"]["strategy"]["matrix"]["target"] == release.targets()
+        assert workflow["jobs"]["publish"]["needs"] == "build"
+        steps = "\n".join(str(step.get("run", "")) for step in workflow["jobs"]["build"]["steps"])
+        assert "--only-target ${{ matrix.target }}" in steps  # a matrix job never publishes
+    assert yaml.safe_load((tmp_path / "wf" / "release.yml").read_text()) == workflow
+
+
+def test_one_matrix_column_builds_and_never_publishes(workspace: dict[str, Path], tmp_path: Path) -> None:
+    release = load_release(_release(tmp_path, 1.2))
+    repo = tmp_path / "ota"
+    results = run_release(
+        release, workspace["key"], repo, tmp_path / "r", workspace["artifacts"], only_target="desktop-int8"
+    )
+    assert [(r.target, r.ok) for r in results] == [("desktop-int8", True)] and not (repo / "metadata").exists()
+    with pytest.raises(ReleaseError, match="builds no model for that target"):
+        run_release(release, workspace["key"], repo, tmp_path / "r", workspace["artifacts"], only_target="ios-fp16")
