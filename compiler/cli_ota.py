@@ -215,4 +215,22 @@ def device_rollback(install_dir: Path) -> None:
     click.echo(f"device: rolled back to {SlotStore(install_dir).rollback().label()}")
 
 
-COMMANDS = (repo, publish, promote, serve, device)
+@click.command()
+@REPO_OPTION
+@KEYS_OPTION
+@click.option("--channel", type=CHANNEL_CHOICE, default="beta", show_default=True)
+@click.option("--fraction", type=float, required=True, help="Share of devices, above 0 and at most 1 (only grows).")
+@click.option("--model", "models", multiple=True, help="Only this model (default: all the channel serves).")
+@click.option("--target", "targets", multiple=True, help="Only this target (default: all).")
+def rollout(
+    repo: Path, keys_dir: Path | None, channel: str, fraction: float, models: tuple[str, ...], targets: tuple[str, ...]
+) -> None:
+    """Raise CHANNEL's staged-rollout fraction; each device decides by hashing its id, so none flips back."""
+    from compiler.ota.repository import set_rollout
+
+    bundles, written = set_rollout(repo, channel, fraction, _keystore(repo, keys_dir), models, targets)
+    changed = ", ".join(written) or "no change"
+    step(f"channel {channel}: {len(bundles)} bundles now reach {fraction:.0%} of devices ({changed})")
+
+
+COMMANDS = (repo, publish, promote, rollout, serve, device)

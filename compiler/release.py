@@ -185,11 +185,15 @@ def _publish(release: Release, results: list[PairResult], repo: Path) -> tuple[s
     channel = release.channels[0]
     _ensure_repository(repo, None)
     bundles = [Path(r.bundle) for r in results if r.bundle]
-    outcomes, written = publish_release(repo, bundles, _keystore(repo, None), channel)
+    rollout = release.rollout[0]
+    outcomes, written = publish_release(repo, bundles, _keystore(repo, None), channel, rollout)
     for result, outcome in zip(results, outcomes, strict=True):
         result.delta = outcome.delta
     if written:
-        step(f"published {len(bundles)} bundles on channel {channel} in one commit ({', '.join(written)})")
+        step(
+            f"published {len(bundles)} bundles on channel {channel} to {rollout:.0%} of devices in one commit "
+            f"({', '.join(written)}); raise it with `edgebuild rollout --channel {channel} --fraction F`"
+        )
     else:
         step(f"every bundle was already published on channel {channel}: nothing to do")
     return written or ("unchanged",)

@@ -360,8 +360,12 @@ class Repository:
 
     # Channels.
 
-    def point(self, channel: str, bundle: TargetFile) -> None:
-        """Point `channel`'s pointer and index at `bundle` (refuses to move a channel backwards)."""
+    def point(self, channel: str, bundle: TargetFile, rollout: float = 1.0) -> None:
+        """Point `channel`'s pointer and index at `bundle` for a `rollout` fraction of devices (a
+        device is in when its `rollout_bucket` for this bundle is below it); refuses to move a
+        channel backwards."""
+        if not 0 < rollout <= 1:
+            raise RepoError(f"rollout {rollout} must be above 0 and at most 1 (a fraction of devices)")
         info = _edgebuild(bundle)
         target, model = info["target"]["name"], info["model"]
         path = pointer_path(channel, target)
@@ -373,7 +377,7 @@ class Repository:
                 f"{info['version']}: devices refuse rollbacks, publish a higher version instead"
             )
         entry = {"version": info["version"], "release_counter": info["release_counter"]}
-        pointer["models"][model] = {**entry, "bundle": bundle.path, "rollout": 1.0}
+        pointer["models"][model] = {**entry, "bundle": bundle.path, "rollout": rollout}
         self.put_document(target, path, pointer)
         index = self.document("targets", index_path(channel)) or {"schema": INDEX_SCHEMA, "channel": channel}
         slot = index.setdefault("targets", {}).setdefault(target, {"models": {}})
@@ -382,6 +386,26 @@ class Repository:
         if info.get("latency_ratio") is not None:  # host latency vs ORT FP32: devices rank by it
             slot["models"][model]["latency_ratio"] = float(info["latency_ratio"])
         self.put_document("targets", index_path(channel), index)
+
+    def set_rollout(self, channel: str, target: str, model: str, rollout: float) -> str:
+        """Raise the rollout fraction of what `channel` serves for `model` on `target`; returns the
+        bundle path. A fraction never goes down (devices already in would stay, others would see
+        a channel that shrinks): to stop a release, roll the channel back."""
+        path = pointer_path(channel, target)
+        pointer = self.document(target, path)
+        entry = (pointer or {}).get("models", {}).get(model)
+        if entry is None:
+            raise RepoError(f"channel {channel} serves no {model} on {target}; publish it there first")
+        if rollout < float(entry.get("rollout", 1.0)):
+            raise RepoError(
+                f"channel {channel} already serves {entry['bundle']} to {float(entry['rollout']):.0%} of devices; "
+                "a rollout only grows (roll the channel back to stop it)"
+            )
+        if not 0 < rollout <= 1:
+            raise RepoError(f"rollout {rollout} must be above 0 and at most 1 (a fraction of devices)")
+        entry["rollout"] = rollout
+        self.put_document(target, path, pointer)
+        return str(entry["bundle"])
 
     def document(self, role: str, path: str) -> dict[str, Any] | None:
         """The JSON document that `role` lists at `path` (a pointer or an index), or None."""

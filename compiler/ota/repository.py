@@ -42,6 +42,7 @@ from compiler.ota.repo_state import (
     RepoError,
     Repository,
     _edgebuild,
+    index_path,
     now,
 )
 from compiler.packaging import manifest as manifest_module
@@ -155,7 +156,7 @@ def publish(
 
 
 def publish_release(
-    repo: Path, bundles: list[Path], keys: Keystore, channel: str, *, expiry: Expiry | None = None
+    repo: Path, bundles: list[Path], keys: Keystore, channel: str, rollout: float = 1.0, *, expiry: Expiry | None = None
 ) -> tuple[list[PublishResult], tuple[str, ...]]:
     """Publish every bundle of a release and point `channel` at all of them in one metadata commit:
     a device sees the whole release or none of it. Bundles already published with the same bytes
@@ -164,7 +165,7 @@ def publish_release(
     with Repository.open(repo, keys, expiry) as repository:
         staged = [_stage(repository, bundle) for bundle in bundles]
         for _, bundle_file, _ in staged:
-            repository.point(channel, bundle_file)
+            repository.point(channel, bundle_file, rollout)
         written = repository.commit()
     return [PublishResult(path, delta, channel, written) for path, _, delta in staged], written
 
@@ -246,6 +247,27 @@ def promote(
             raise RepoError(f"{local} differs from the published {found.path}: promote the published bytes only")
         repository.point(channel, found)
         return PublishResult(found.path, None, channel, repository.commit())
+
+
+def set_rollout(
+    repo: Path,
+    channel: str,
+    rollout: float,
+    keys: Keystore,
+    models: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+) -> tuple[list[str], tuple[str, ...]]:
+    """Raise `channel`'s rollout fraction for what it serves (only `models` / `targets` when given),
+    in one commit; returns the bundles affected and the metadata written."""
+    check_channel(channel)
+    with Repository.open(repo, keys) as repository:
+        index = repository.document("targets", index_path(channel)) or {}
+        served = [(t, m) for t, slot in sorted(index.get("targets", {}).items()) for m in sorted(slot["models"])]
+        chosen = [(t, m) for t, m in served if (not models or m in models) and (not targets or t in targets)]
+        if not chosen:
+            raise RepoError(f"channel {channel} serves nothing that matches; publish it there first")
+        bundles = [repository.set_rollout(channel, target, model, rollout) for target, model in chosen]
+        return bundles, repository.commit()
 
 
 def refresh(repo: Path, keys: Keystore, days: int = 1, *, expiry: Expiry | None = None) -> tuple[str, ...]:
