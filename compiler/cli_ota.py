@@ -112,14 +112,42 @@ def publish(bundle: Path, repo: Path, keys_dir: Path | None, channel: str) -> No
 
 
 @click.command()
-@click.argument("bundle")
+@click.argument("bundle", required=False)
 @REPO_OPTION
 @KEYS_OPTION
-@click.option("--channel", type=CHANNEL_CHOICE, default="stable", show_default=True)
-def promote(bundle: str, repo: Path, keys_dir: Path | None, channel: str) -> None:
-    """Point CHANNEL at an already published BUNDLE (a file name or a local copy of it)."""
+@click.option("--channel", type=CHANNEL_CHOICE, help="Default: stable for a bundle, the next channel for a release.")
+@click.option(
+    "--release",
+    "release_file",
+    type=click.Path(path_type=Path),
+    help="Promote this release's bundles (its report must show every gate held and a publish).",
+)
+@click.option("--report-dir", type=click.Path(path_type=Path), help="Default: artifacts/releases/<release name>/.")
+def promote(
+    bundle: str | None,
+    repo: Path,
+    keys_dir: Path | None,
+    channel: str | None,
+    release_file: Path | None,
+    report_dir: Path | None,
+) -> None:
+    """Point CHANNEL at an already published BUNDLE, or move a whole --release to its next channel."""
+    from compiler.errors import UserError
+
+    if (bundle is None) == (release_file is None):
+        raise UserError("give a BUNDLE or --release FILE (one of them)")
+    if release_file is not None:
+        from compiler.config import ROOT
+        from compiler.release import promote_release
+        from compiler.release_config import load_release
+
+        definition = load_release(release_file)
+        directory = report_dir or ROOT / "artifacts" / "releases" / definition.name
+        promote_release(definition, directory, repo, channel, keys_dir)
+        return
     from compiler.ota.repository import promote as promote_bundle
 
+    channel = channel or "stable"
     result = promote_bundle(repo, bundle, _keystore(repo, keys_dir), channel)
     step(f"{result.bundle}: " + ("promoted to " + channel if result.changed else f"already on {channel}"))
 

@@ -199,5 +199,40 @@ def _publish(release: Release, results: list[PairResult], repo: Path) -> tuple[s
     return written or ("unchanged",)
 
 
+def promote_release(
+    release: Release, report_dir: Path, repo: Path, channel: str | None = None, keys_dir: Path | None = None
+) -> list[str]:
+    """Move a published release to the next channel (or `channel`), at the first rollout fraction,
+    in one commit; only when its report says every pair passed every gate and it was published."""
+    from compiler.cli_ota import _keystore
+    from compiler.ota.repository import promote_many
+
+    record_path = report_dir / "release.json"
+    if not record_path.is_file():
+        raise ReleaseError(f"no release report at {record_path}: run `edgebuild release` first")
+    record = json.loads(record_path.read_text())
+    failed = [f"{p['model']} -> {p['target']}" for p in record["pairs"] if p["status"] not in ("built", "up to date")]
+    if record.get("release") != release.name or failed or not record.get("published"):
+        why = f"pairs failed: {', '.join(failed)}" if failed else "it was not published"
+        if record.get("release") != release.name:
+            why = f"the report is for release {record.get('release')!r}"
+        raise ReleaseError(f"release {release.name} cannot be promoted: {why} ({record_path})")
+    source = record["channel"]
+    order = list(release.channels)
+    target_channel = channel or (order[order.index(source) + 1] if order.index(source) + 1 < len(order) else None)
+    if target_channel is None:
+        raise ReleaseError(f"release {release.name} is on {source}, the last channel of {release.path.name}")
+    names = [Path(p["bundle"]).name for p in record["pairs"]]
+    results = promote_many(repo, names, _keystore(repo, keys_dir), target_channel, release.rollout[0])
+    record["channel"] = target_channel
+    record_path.write_text(json.dumps(record, indent=1))
+    written = results[0].written if results else ()
+    step(
+        f"release {release.name}: {len(names)} bundles promoted {source} -> {target_channel} at "
+        f"{release.rollout[0]:.0%} of devices ({', '.join(written) or 'already there'})"
+    )
+    return names
+
+
 def results_json(results: list[PairResult]) -> list[dict[str, Any]]:
     return [asdict(result) for result in results]

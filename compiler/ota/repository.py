@@ -237,16 +237,35 @@ def promote(
     repo: Path, bundle: str | Path, keys: Keystore, channel: str = "stable", *, expiry: Expiry | None = None
 ) -> PublishResult:
     """Point `channel` at an already published bundle, named by file name or by a local copy of it."""
+    return promote_many(repo, [bundle], keys, channel, expiry=expiry)[0]
+
+
+def promote_many(
+    repo: Path,
+    bundles: list[str | Path],
+    keys: Keystore,
+    channel: str = "stable",
+    rollout: float = 1.0,
+    *,
+    expiry: Expiry | None = None,
+) -> list[PublishResult]:
+    """Point `channel` at already published bundles (file names or local copies), for a `rollout`
+    fraction of devices, in one metadata commit."""
     check_channel(channel)
-    local = Path(bundle)
     with Repository.open(repo, keys, expiry) as repository:
-        found = repository.find_bundle(local.name)
-        if found is None:
-            raise RepoError(f"{local.name} is not published in {repo}: publish it first (`edgebuild repo publish`)")
-        if local.is_file() and _sha256_file(local) != found.hashes["sha256"]:
-            raise RepoError(f"{local} differs from the published {found.path}: promote the published bytes only")
-        repository.point(channel, found)
-        return PublishResult(found.path, None, channel, repository.commit())
+        found = []
+        for bundle in bundles:
+            local = Path(bundle)
+            target_file = repository.find_bundle(local.name)
+            if target_file is None:
+                raise RepoError(f"{local.name} is not published in {repo}: publish it first (`edgebuild publish`)")
+            if local.is_file() and _sha256_file(local) != target_file.hashes["sha256"]:
+                raise RepoError(f"{local} differs from the published {target_file.path}: promote the published bytes")
+            found.append(target_file)
+        for target_file in found:
+            repository.point(channel, target_file, rollout)
+        written = repository.commit()
+    return [PublishResult(target_file.path, None, channel, written) for target_file in found]
 
 
 def set_rollout(

@@ -120,3 +120,36 @@ def test_one_matrix_column_builds_and_never_publishes(workspace: dict[str, Path]
     assert [(r.target, r.ok) for r in results] == [("desktop-int8", True)] and not (repo / "metadata").exists()
     with pytest.raises(ReleaseError, match="builds no model for that target"):
         run_release(release, workspace["key"], repo, tmp_path / "r", workspace["artifacts"], only_target="ios-fp16")
+
+
+def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
+    workspace: dict[str, Path], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from compiler.cli import main
+
+    release = load_release(_release(workspace["root"], 1.2))
+    report = workspace["root"] / "report"  # published on beta by the first test
+    command = ["promote", "--release", str(release.path), "--repo", str(workspace["repo"]), "--report-dir"]
+    result = CliRunner().invoke(main, [*command, str(report)])
+    assert "2 bundles promoted beta -> stable at 10% of devices" in result.output, result.output
+    with Repository.open(workspace["repo"], Keystore.for_repository(workspace["repo"], None)) as repository:
+        stable = repository.document("targets", index_path("stable"))
+        pointer = repository.document("desktop-int8", "channels/stable/desktop-int8.json")
+    assert stable is not None and set(stable["targets"]) == {"desktop-int8", "desktop-fp16"}
+    assert pointer is not None and pointer["models"]["digits-cnn"]["rollout"] == 0.1
+    again = CliRunner().invoke(main, [*command, str(report)])
+    assert again.exit_code != 0 and "is on stable, the last channel" in again.output
+
+    failed_report = tmp_path / "report"  # the gate-failed release of another test leaves such a report
+    with pytest.raises(ReleaseError, match="nothing was published"):
+        run_release(
+            load_release(_release(tmp_path, 0.3)),
+            workspace["key"],
+            tmp_path / "ota",
+            failed_report,
+            workspace["artifacts"],
+        )
+    blocked = CliRunner().invoke(main, [*command, str(failed_report)])
+    assert blocked.exit_code != 0 and "cannot be promoted: pairs failed: digits-cnn -> desktop-fp16" in blocked.output
