@@ -261,4 +261,35 @@ def rollout(
     step(f"channel {channel}: {len(bundles)} bundles now reach {fraction:.0%} of devices ({changed})")
 
 
-COMMANDS = (repo, publish, promote, rollout, serve, device)
+@click.command()
+@REPO_OPTION
+@KEYS_OPTION
+@click.option("--channel", type=CHANNEL_CHOICE, required=True)
+@click.option("--key", type=click.Path(path_type=Path), help="Release signing key (or EDGEBUILD_SIGNING_KEY).")
+@click.option("--model", "models", multiple=True, help="Only this model (default: all the channel serves).")
+@click.option("--target", "targets", multiple=True, help="Only this target (default: all).")
+def rollback(
+    repo: Path,
+    keys_dir: Path | None,
+    channel: str,
+    key: Path | None,
+    models: tuple[str, ...],
+    targets: tuple[str, ...],
+) -> None:
+    """Point CHANNEL back to the previous release, re-issued under a higher release counter."""
+    import tempfile
+
+    from compiler.ota.repository import rollback as rollback_channel
+    from compiler.release import release_key
+
+    signing_key = release_key(key)
+    with tempfile.TemporaryDirectory(prefix="edgebuild-rollback-") as workdir:
+        keys = _keystore(repo, keys_dir)
+        results = rollback_channel(repo, channel, keys, signing_key, Path(workdir), models, targets)
+    for result in results:
+        step(f"channel {channel} now serves {result.bundle} (the earlier model under a higher release counter)")
+    if results:
+        step(f"metadata written: {', '.join(results[0].written)}")
+
+
+COMMANDS = (repo, publish, promote, rollout, rollback, serve, device)

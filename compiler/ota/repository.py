@@ -44,6 +44,7 @@ from compiler.ota.repo_state import (
     _edgebuild,
     index_path,
     now,
+    pointer_path,
 )
 from compiler.packaging import manifest as manifest_module
 from compiler.packaging.tarball import read_tar
@@ -287,6 +288,51 @@ def set_rollout(
             raise RepoError(f"channel {channel} serves nothing that matches; publish it there first")
         bundles = [repository.set_rollout(channel, target, model, rollout) for target, model in chosen]
         return bundles, repository.commit()
+
+
+def rollback(
+    repo: Path,
+    channel: str,
+    keys: Keystore,
+    private_key: Path,
+    workdir: Path,
+    models: tuple[str, ...] = (),
+    targets: tuple[str, ...] = (),
+) -> list[PublishResult]:
+    """Point `channel` back to the release before the one it serves, for each (target, model) it
+    serves (only `models` / `targets` when given), in one commit. The earlier bundle is re-issued
+    under a counter above every published one (`compiler/packaging/rollback.py`), so devices move
+    forward in counter to the earlier model; the rollout is 100% at once."""
+    from compiler.packaging.rollback import rebundle
+
+    check_channel(channel)
+    results = []
+    with Repository.open(repo, keys) as repository:
+        index = repository.document("targets", index_path(channel)) or {}
+        served = [(t, m) for t, slot in sorted(index.get("targets", {}).items()) for m in sorted(slot["models"])]
+        chosen = [(t, m) for t, m in served if (not models or m in models) and (not targets or t in targets)]
+        if not chosen:
+            raise RepoError(f"channel {channel} serves nothing that matches: nothing to roll back")
+        for target, model in chosen:
+            pointer = repository.document(target, pointer_path(channel, target)) or {}
+            current = pointer["models"][model]
+            earlier = [
+                f
+                for _, f in repository.bundle_targets(target)
+                if _edgebuild(f).get("model") == model
+                and _edgebuild(f).get("release_counter", current["release_counter"]) < current["release_counter"]
+            ]
+            if not earlier:
+                raise RepoError(f"{model} on {target}: nothing was published before {current['version']}")
+            previous = max(earlier, key=lambda f: _edgebuild(f)["release_counter"])
+            latest = repository.latest(target, model) or previous  # never None: `earlier` is published
+            counter = _edgebuild(latest)["release_counter"] + 1
+            reissued = rebundle(repository.stored_path(previous), counter, private_key, workdir)
+            path, bundle_file, delta = _stage(repository, reissued)
+            repository.point(channel, bundle_file)
+            results.append(PublishResult(path, delta, channel, ()))
+        written = repository.commit()
+    return [PublishResult(r.bundle, r.delta, channel, written) for r in results]
 
 
 def refresh(repo: Path, keys: Keystore, days: int = 1, *, expiry: Expiry | None = None) -> tuple[str, ...]:

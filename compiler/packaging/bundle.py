@@ -130,20 +130,25 @@ def _package_once(build_dir: Path, key: Path | None, force: bool) -> PackageOutc
     fresh = bundle.is_file() and stamp_path.is_file() and stamp_path.read_text() == stamp
     if fresh and not force:
         return PackageOutcome(bundle, True, development)
-    files = payload(build_dir, record)
-    with tempfile.TemporaryDirectory(prefix="edgebuild-package-") as staging:
-        # model-signing records the directory's name as the subject: keep it fixed.
-        content = Path(staging) / bundle_name(record)
-        content.mkdir()
-        for name, data in files.items():
-            (content / name).write_bytes(data)
-        signing.sign_directory(content, private_key, Path(staging) / SIGNATURE)
-        files[SIGNATURE] = (Path(staging) / SIGNATURE).read_bytes()
-    tarball.write_tar(bundle, files)
+    write_signed(bundle, bundle_name(record), payload(build_dir, record), private_key)
     temp_stamp = stamp_path.with_name(f"{stamp_path.name}.{os.getpid()}")
     temp_stamp.write_text(stamp)
     os.replace(temp_stamp, stamp_path)
     return PackageOutcome(bundle, False, development)
+
+
+def write_signed(bundle: Path, subject: str, files: dict[str, bytes], private_key: Path) -> None:
+    """Sign `files` (model-signing over a directory named `subject`) and write them, with
+    signature.sig, as the deterministic tar `bundle`."""
+    with tempfile.TemporaryDirectory(prefix="edgebuild-package-") as staging:
+        # model-signing records the directory's name as the subject: keep it fixed.
+        content = Path(staging) / subject
+        content.mkdir()
+        for name, data in files.items():
+            (content / name).write_bytes(data)
+        signing.sign_directory(content, private_key, Path(staging) / SIGNATURE)
+        signed = {**files, SIGNATURE: (Path(staging) / SIGNATURE).read_bytes()}
+    tarball.write_tar(bundle, signed)
 
 
 def _file_problems(files: dict[str, bytes], listed: list[dict[str, Any]]) -> list[str]:

@@ -18,6 +18,7 @@ from compiler.ota.device_profile import load_profile
 from compiler.ota.keystore import Keystore
 from compiler.ota.repo_state import RepoError
 from compiler.ota.repository import bundle_path, init_repository, publish_release, set_rollout
+from compiler.ota.slots import InstalledBundle
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 
 BUNDLE = bundle_path("desktop-int8", "digits-cnn", "1.0.0")  # what the channel pointer names
@@ -109,3 +110,49 @@ def test_a_rollout_only_grows(repository: tuple[Path, Keystore, Path]) -> None:
         set_rollout(repo, "beta", 0.5, keys)
     with pytest.raises(RepoError, match="serves nothing that matches"):
         set_rollout(repo, "beta", 1.0, keys, models=("minilm",))
+
+
+def test_rollback_moves_devices_forward_in_counter_to_the_earlier_model(
+    repository: tuple[Path, Keystore, Path], tmp_path: Path
+) -> None:
+    import json
+    import tarfile
+
+    from tests.toml_variants import variant
+
+    repo, keys, base = repository
+    recipe = variant(tmp_path, "digits-cnn", {'version = "1.0.0"': 'version = "1.0.1"'}, kind="model")
+    key = base / "signing" / DEV_PRIVATE
+    built = CliRunner().invoke(
+        main, ["build", "-t", "desktop-int8", "-m", str(recipe), "--artifacts", str(tmp_path / "a"), "--key", str(key)]
+    )
+    assert built.exit_code == 0, built.output
+    publish_release(repo, [next((tmp_path / "a" / "digits-cnn" / "desktop-int8").glob("*.tar"))], keys, "beta")
+    profile = tmp_path / "device.toml"
+    profile.write_text(PROFILE.format(id="rollback-device"))
+
+    def update(url: str) -> InstalledBundle:
+        root = (repo / "metadata" / "1.root.json").read_bytes()
+        client = DeviceClient(load_profile(profile), url, root, tmp_path / "device", base / "signing" / DEV_PUBLIC)
+        outcome = client.update()
+        assert outcome.status == "installed" and outcome.installed is not None, client.log
+        return outcome.installed
+
+    with server_module.serving(repo) as url:
+        assert update(url).name == "digits-cnn-1.0.1-desktop-int8"
+        command = ["rollback", "--repo", str(repo), "--keys", str(keys.directory), "--channel", "beta"]
+        result = CliRunner().invoke(main, [*command, "--key", str(key)])
+        assert result.exit_code == 0, result.output
+        rolled = update(url)
+        assert rolled.name == "digits-cnn-1.0.0-rollback.1000002-desktop-int8" and rolled.release_counter == 1000002
+
+    def manifest(bundle: Path) -> dict:
+        with tarfile.open(bundle) as tar:
+            return json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+
+    first = manifest(next((base / "a" / "digits-cnn" / "desktop-int8").glob("*.tar")))
+    artifact = {f["name"]: f["sha256"] for f in first["files"] if f["role"] == "artifact"}
+    assert {f["name"]: f["sha256"] for f in rolled.manifest["files"] if f["role"] == "artifact"} == artifact
+    assert rolled.manifest["provenance"]["rollback_of"]["version"] == "1.0.0"
+    refused = CliRunner().invoke(main, [*command, "--key", str(tmp_path / "missing.pem")])
+    assert refused.exit_code != 0 and "does not exist" in refused.output
