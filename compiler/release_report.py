@@ -16,19 +16,37 @@ if TYPE_CHECKING:
     from compiler.release_config import Release
 
 
+def previous_release(directory: Path, name: str) -> dict | None:
+    """The newest other published release report beside `directory` (artifacts/releases/*/)."""
+    candidates = []
+    for path in directory.parent.glob("*/release.json"):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if record.get("release") != name and record.get("published"):
+            candidates.append((path.stat().st_mtime, record))
+    return max(candidates, key=lambda item: item[0])[1] if candidates else None
+
+
 def write_report(
     release: Release, results: list[PairResult], directory: Path, channel: str, published: bool
 ) -> list[Path]:
-    """Write release-report.md, release-report.html, the two PNGs and release.json into `directory`."""
+    """Write release-report.md, release-report.html, the two PNGs and release.json into `directory`;
+    the plots and a table compare with the previous published release when there is one."""
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
     directory.mkdir(parents=True, exist_ok=True)
     print_summary(results)
-    _plot(results, directory / "release-size.png", "size_ratio", "size vs FP32 (%)", 100.0)
-    _plot(results, directory / "release-fidelity.png", "fidelity", "fidelity (recipe metric)", 1.0)
+    previous = previous_release(directory, release.name)
+    before = {(p["model"], p["target"]): p for p in previous["pairs"]} if previous else {}
+    _plot(results, directory / "release-size.png", "size_ratio", "size vs FP32 (%)", 100.0, before)
+    _plot(results, directory / "release-fidelity.png", "fidelity", "fidelity (recipe metric)", 1.0, before)
     env = Environment(loader=FileSystemLoader(ROOT / "templates"), undefined=StrictUndefined, autoescape=False)
     failed = [r for r in results if not r.ok]
     values = {"release": release, "results": results, "failed": failed, "channel": channel, "published": published}
+    values["previous"] = previous["release"] if previous else None
+    values["before"] = {f"{model} {target}": pair for (model, target), pair in before.items()}
     paths = []
     outputs = (("release_report.md.j2", "release-report.md"), ("release_report.html.j2", "release-report.html"))
     for template, name in outputs:
@@ -41,7 +59,9 @@ def write_report(
     return [*paths, directory / "release-size.png", directory / "release-fidelity.png", directory / "release.json"]
 
 
-def _plot(results: list[PairResult], path: Path, attribute: str, label: str, scale: float) -> None:
+def _plot(
+    results: list[PairResult], path: Path, attribute: str, label: str, scale: float, before: dict[tuple, dict]
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -56,6 +76,10 @@ def _plot(results: list[PairResult], path: Path, attribute: str, label: str, sca
         xs = [i + index * width for i, t in enumerate(targets) if values.get(t) is not None]
         ys = [scale * values[t] for t in targets if values.get(t) is not None]
         axes.bar(xs, ys, width=width, label=model)
+        old = [(i + index * width, before.get((model, t), {}).get(attribute)) for i, t in enumerate(targets)]
+        old = [(x, scale * y) for x, y in old if y is not None]
+        if old:
+            axes.scatter(*zip(*old, strict=True), marker="_", s=200, color="black", label=f"{model}, previous release")
     axes.set_xticks([i + 0.4 - width / 2 for i in range(len(targets))], targets, rotation=30, ha="right", fontsize=8)
     axes.set_ylabel(label)
     axes.legend(fontsize=8)

@@ -153,3 +153,15 @@ def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
         )
     blocked = CliRunner().invoke(main, [*command, str(failed_report)])
     assert blocked.exit_code != 0 and "cannot be promoted: pairs failed: digits-cnn -> desktop-fp16" in blocked.output
+
+
+def test_the_report_compares_with_the_previous_published_release(workspace: dict[str, Path]) -> None:
+    from compiler.release_report import write_report
+
+    releases = workspace["root"] / "releases"
+    old, new = load_release(_release(workspace["root"], 1.2)), load_release(_release(workspace["root"], 1.1))
+    results = run_release(old, workspace["key"], workspace["repo"], releases / "old", workspace["artifacts"])
+    renamed = type(new)("test-2", new.path, new.channels, new.rollout, new.models)
+    write_report(renamed, results, releases / "test-2", channel="beta", published=True)
+    markdown = (releases / "test-2" / "release-report.md").read_text()
+    assert "## Compared with release test-1" in markdown and "| digits-cnn | desktop-int8 | 26% -> 26% |" in markdown
