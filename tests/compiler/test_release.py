@@ -139,6 +139,7 @@ def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
         pointer = repository.document("desktop-int8", "channels/stable/desktop-int8.json")
     assert stable is not None and set(stable["targets"]) == {"desktop-int8", "desktop-fp16"}
     assert pointer is not None and pointer["models"]["digits-cnn"]["rollout"] == 0.1
+    _stable_devices_follow_the_promotion(workspace, pointer["models"]["digits-cnn"]["bundle"])
     again = CliRunner().invoke(main, [*command, str(report)])
     assert again.exit_code != 0 and "is on stable, the last channel" in again.output
 
@@ -165,3 +166,27 @@ def test_the_report_compares_with_the_previous_published_release(workspace: dict
     write_report(renamed, results, releases / "test-2", channel="beta", published=True)
     markdown = (releases / "test-2" / "release-report.md").read_text()
     assert "## Compared with release test-1" in markdown and "| digits-cnn | desktop-int8 | 26% -> 26% |" in markdown
+
+
+def _stable_devices_follow_the_promotion(workspace: dict[str, Path], bundle: str) -> None:
+    """Over real HTTP: a stable-channel device inside the 10% installs the promoted bundle, one outside waits."""
+    from compiler.ota import server as server_module
+    from compiler.ota.device import DeviceClient, rollout_bucket
+    from compiler.ota.device_profile import load_profile
+    from compiler.packaging.signing import public_key_pem
+
+    public = workspace["root"] / "release.pub.pem"
+    public.write_bytes(public_key_pem(workspace["key"]))
+    ids = [f"stable-{i}" for i in range(200)]
+    inside = next(i for i in ids if rollout_bucket(i, bundle) < 0.1)
+    outside = next(i for i in ids if rollout_bucket(i, bundle) >= 0.1)
+    root = (workspace["repo"] / "metadata" / "1.root.json").read_bytes()
+    with server_module.serving(workspace["repo"]) as url:
+        for device_id, expected in ((inside, "installed"), (outside, "not-in-rollout")):
+            profile = workspace["root"] / f"{device_id}.toml"
+            profile.write_text(
+                f'id = "{device_id}"\nmodel = "digits-cnn"\nchannel = "stable"\nos = "linux"\narch = "x86_64"\n'
+                'isa_features = ["avx2"]\nram_mb = 1024\n[runtimes]\nonnxruntime = "1.31.1"\n'
+            )
+            client = DeviceClient(load_profile(profile), url, root, workspace["root"] / device_id, public)
+            assert client.update().status == expected, client.log
