@@ -419,13 +419,13 @@ def release(
     only_target: str | None,
 ) -> None:
     """Build release.toml's model x target matrix, gate it, sign it, publish it to its first channel."""
-    from compiler.release import run_release
+    from compiler.release import default_report_dir, run_release
     from compiler.release_config import RELEASE_FILE, load_release
 
     definition = load_release(release_file or RELEASE_FILE)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: run at least one build at a time")
-    directory = report_dir or artifacts / "releases" / definition.name
+    directory = report_dir or default_report_dir(definition.name, artifacts)
     run_release(definition, key, repo, directory, artifacts, jobs=jobs, publish=publish, only_target=only_target)
 
 

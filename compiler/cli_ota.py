@@ -137,12 +137,11 @@ def promote(
     if (bundle is None) == (release_file is None):
         raise UserError("give a BUNDLE or --release FILE (one of them)")
     if release_file is not None:
-        from compiler.config import ROOT
-        from compiler.release import promote_release
+        from compiler.release import default_report_dir, promote_release
         from compiler.release_config import load_release
 
         definition = load_release(release_file)
-        directory = report_dir or ROOT / "artifacts" / "releases" / definition.name
+        directory = report_dir or default_report_dir(definition.name)
         promote_release(definition, directory, repo, channel, keys_dir)
         return
     from compiler.ota.repository import promote as promote_bundle

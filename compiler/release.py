@@ -17,16 +17,21 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from compiler.config import ROOT
 from compiler.errors import UserError
+from compiler.pipeline import ARTIFACTS
 from compiler.progress import step
 from compiler.release_config import Release, ReleaseModel
 
 BUILD_TIMEOUT_S = 3 * 3600
+
+
+def default_report_dir(name: str, artifacts: Path = ARTIFACTS) -> Path:
+    """Where a release's report, logs and release.json go."""
+    return artifacts / "releases" / name
 
 
 class ReleaseError(UserError):
@@ -232,7 +237,3 @@ def promote_release(
         f"{release.rollout[0]:.0%} of devices ({', '.join(written) or 'already there'})"
     )
     return names
-
-
-def results_json(results: list[PairResult]) -> list[dict[str, Any]]:
-    return [asdict(result) for result in results]

@@ -281,13 +281,21 @@ def set_rollout(
     in one commit; returns the bundles affected and the metadata written."""
     check_channel(channel)
     with Repository.open(repo, keys) as repository:
-        index = repository.document("targets", index_path(channel)) or {}
-        served = [(t, m) for t, slot in sorted(index.get("targets", {}).items()) for m in sorted(slot["models"])]
-        chosen = [(t, m) for t, m in served if (not models or m in models) and (not targets or t in targets)]
-        if not chosen:
-            raise RepoError(f"channel {channel} serves nothing that matches; publish it there first")
+        chosen = _served(repository, channel, models, targets, "publish it there first")
         bundles = [repository.set_rollout(channel, target, model, rollout) for target, model in chosen]
         return bundles, repository.commit()
+
+
+def _served(
+    repository: Repository, channel: str, models: tuple[str, ...], targets: tuple[str, ...], advice: str
+) -> list[tuple[str, str]]:
+    """(target, model) pairs `channel` serves, only `models` / `targets` when given; none is an error."""
+    index = repository.document("targets", index_path(channel)) or {}
+    served = [(t, m) for t, slot in sorted(index.get("targets", {}).items()) for m in sorted(slot["models"])]
+    chosen = [(t, m) for t, m in served if (not models or m in models) and (not targets or t in targets)]
+    if not chosen:
+        raise RepoError(f"channel {channel} serves nothing that matches; {advice}")
+    return chosen
 
 
 def rollback(
@@ -308,11 +316,7 @@ def rollback(
     check_channel(channel)
     results = []
     with Repository.open(repo, keys) as repository:
-        index = repository.document("targets", index_path(channel)) or {}
-        served = [(t, m) for t, slot in sorted(index.get("targets", {}).items()) for m in sorted(slot["models"])]
-        chosen = [(t, m) for t, m in served if (not models or m in models) and (not targets or t in targets)]
-        if not chosen:
-            raise RepoError(f"channel {channel} serves nothing that matches: nothing to roll back")
+        chosen = _served(repository, channel, models, targets, "nothing to roll back")
         for target, model in chosen:
             pointer = repository.document(target, pointer_path(channel, target)) or {}
             current = pointer["models"][model]

@@ -174,6 +174,7 @@ def _stable_devices_follow_the_promotion(workspace: dict[str, Path], bundle: str
     from compiler.ota.device import DeviceClient, rollout_bucket
     from compiler.ota.device_profile import load_profile
     from compiler.packaging.signing import public_key_pem
+    from tests.ota.test_attacks import PROFILE_TEMPLATE
 
     public = workspace["root"] / "release.pub.pem"
     public.write_bytes(public_key_pem(workspace["key"]))
@@ -184,9 +185,6 @@ def _stable_devices_follow_the_promotion(workspace: dict[str, Path], bundle: str
     with server_module.serving(workspace["repo"]) as url:
         for device_id, expected in ((inside, "installed"), (outside, "not-in-rollout")):
             profile = workspace["root"] / f"{device_id}.toml"
-            profile.write_text(
-                f'id = "{device_id}"\nmodel = "digits-cnn"\nchannel = "stable"\nos = "linux"\narch = "x86_64"\n'
-                'isa_features = ["avx2"]\nram_mb = 1024\n[runtimes]\nonnxruntime = "1.31.1"\n'
-            )
+            profile.write_text(PROFILE_TEMPLATE.format(id=device_id, channel="stable"))
             client = DeviceClient(load_profile(profile), url, root, workspace["root"] / device_id, public)
             assert client.update().status == expected, client.log

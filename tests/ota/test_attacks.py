@@ -38,9 +38,9 @@ from tests.toml_variants import variant
 
 TARGET = "desktop-int8"
 V1, V2 = "digits-cnn-1.0.0-desktop-int8.tar", "digits-cnn-1.0.1-desktop-int8.tar"
-PROFILE = """id = "test-device-01"
+PROFILE_TEMPLATE = """id = "{id}"
 model = "digits-cnn"
-channel = "beta"
+channel = "{channel}"
 os = "linux"
 arch = "x86_64"
 isa_features = ["avx2"]
@@ -48,6 +48,7 @@ ram_mb = 1024
 [runtimes]
 onnxruntime = "1.31.1"
 """
+PROFILE = PROFILE_TEMPLATE.format(id="test-device-01", channel="beta")
 
 
 def run_cli(*args: str) -> None:

@@ -20,18 +20,9 @@ from compiler.ota.repo_state import RepoError
 from compiler.ota.repository import bundle_path, init_repository, publish_release, set_rollout
 from compiler.ota.slots import InstalledBundle
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
+from tests.ota.test_attacks import PROFILE_TEMPLATE
 
 BUNDLE = bundle_path("desktop-int8", "digits-cnn", "1.0.0")  # what the channel pointer names
-PROFILE = """id = "{id}"
-model = "digits-cnn"
-channel = "beta"
-os = "linux"
-arch = "x86_64"
-isa_features = ["avx2"]
-ram_mb = 1024
-[runtimes]
-onnxruntime = "1.31.1"
-"""
 
 
 @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
@@ -76,7 +67,7 @@ def test_devices_over_http_follow_the_fraction_and_never_flip(
         statuses = {}
         for device_id in ids:
             profile_path = tmp_path / f"{device_id}.toml"
-            profile_path.write_text(PROFILE.format(id=device_id))
+            profile_path.write_text(PROFILE_TEMPLATE.format(id=device_id, channel="beta"))
             client = DeviceClient(
                 load_profile(profile_path),
                 url,
@@ -129,7 +120,7 @@ def test_rollback_moves_devices_forward_in_counter_to_the_earlier_model(
     assert built.exit_code == 0, built.output
     publish_release(repo, [next((tmp_path / "a" / "digits-cnn" / "desktop-int8").glob("*.tar"))], keys, "beta")
     profile = tmp_path / "device.toml"
-    profile.write_text(PROFILE.format(id="rollback-device"))
+    profile.write_text(PROFILE_TEMPLATE.format(id="rollback-device", channel="beta"))
 
     def update(url: str) -> InstalledBundle:
         root = (repo / "metadata" / "1.root.json").read_bytes()
