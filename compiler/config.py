@@ -17,12 +17,15 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGETS_DIR = ROOT / "targets"
 MODELS_DIR = ROOT / "models"
 
-FAMILIES = ("transformer", "cnn", "generic")
+FAMILIES = ("transformer", "cnn", "generic", "speech")
+# A speech model is two graphs; a target may give each its own pass list ("speech-decoder" = [...]),
+# else both take the "speech" list, else "default".
+FAMILY_PARTS = ("speech-encoder", "speech-decoder")
 RUNTIMES = ("onnxruntime", "onnxruntime-mobile", "tvm", "litert", "coreml")
 TUNE_RUNNERS = ("local", "rpc")
 PRECISIONS = ("fp32", "fp16", "int8", "int4", "mixed")
 SPEED_GATES = ("off", "warn", "fail")
-METRICS = ("embedding_cosine", "top1_accuracy", "output_cosine")
+METRICS = ("embedding_cosine", "top1_accuracy", "output_cosine", "wer")
 DTYPES = ("float32", "float16", "int64", "int32", "uint8", "int8", "bool")
 ORT_LEVELS = ("disabled", "basic", "extended")
 
@@ -54,7 +57,11 @@ class TargetSpec:
     emulated_batches: int = 24  # verification batches run under emulation (evenly spaced subset)
 
     def passes_for(self, family: str) -> tuple[PassSpec, ...]:
-        return self.passes.get(family, self.passes["default"])
+        """The pass list for a family ("transformer") or one graph of it ("speech-decoder")."""
+        for key in (family, family.partition("-")[0]):
+            if key in self.passes:
+                return self.passes[key]
+        return self.passes["default"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class ModelRecipe:
     description: str
     path: Path | None  # None for a recipe synthesised from a bare .onnx file
     family: str
-    source_kind: str  # "torch" | "huggingface_dir" | "huggingface_package" | "onnx"
+    source_kind: str  # "torch" | "huggingface_dir" | "huggingface_package" | "onnx" | "whisper_package" | "whisper_dir"
     source: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
@@ -178,8 +185,9 @@ def load_target(name_or_path: str, check_passes: bool = True) -> TargetSpec:
     passes: dict[str, tuple[PassSpec, ...]] = {}
     for family, entries in by_family.items():
         where = f"{path}: passes.{family}" if isinstance(raw_passes, dict) else f"{path}: passes"
-        if family not in (*FAMILIES, "default"):
-            raise ConfigError(f"{where}: unknown model family; {did_you_mean(family, (*FAMILIES, 'default'))}")
+        if family not in (*FAMILIES, *FAMILY_PARTS, "default"):
+            known = (*FAMILIES, *FAMILY_PARTS, "default")
+            raise ConfigError(f"{where}: unknown model family; {did_you_mean(family, known)}")
         passes[family] = _pass_specs(entries, where)
 
     spec = TargetSpec(
@@ -263,7 +271,7 @@ def load_recipe(name_or_path: str) -> ModelRecipe:
         ("name", "version", "description", "family", "source", "inputs", "outputs", "data", "metric", "bench")
     )
     source = top.table("source", required=True)
-    kinds = ("torch", "huggingface_dir", "huggingface_package", "onnx")
+    kinds = ("torch", "huggingface_dir", "huggingface_package", "onnx", "whisper_package", "whisper_dir")
     source.reject_unknown(kinds)
     given = [k for k in kinds if k in source.data]
     if len(given) != 1:

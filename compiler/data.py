@@ -75,6 +75,8 @@ def data_files(recipe: ModelRecipe) -> list[Path]:
     """Files the data depends on (for cache keys computed without loading the data)."""
     if "representative" in recipe.data and recipe.path is not None:
         return [_data_path(recipe)]
+    if "sentences" in recipe.data and recipe.path is not None:  # speech: synthesised from this text
+        return [(recipe.path.parent / recipe.data["sentences"]).resolve()]
     return []
 
 

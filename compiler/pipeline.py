@@ -67,6 +67,10 @@ def source_files(recipe: ModelRecipe) -> list[Path]:
         from compiler.importers.torch_factory import factory_source_files
 
         return factory_source_files(recipe.source)
+    if recipe.source_kind.startswith("whisper"):
+        from compiler.speech.source import whisper_directory
+
+        return [whisper_directory(recipe)]
     from compiler.importers.huggingface import model_directory
 
     return [model_directory(recipe)]
@@ -194,6 +198,7 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: Any, comm
             "export_check": result.import_meta.get("export_check"),
             "build_command": command,
         },
+        **result.record_extra,
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ class StagesResult:
     verdict: dict[str, Any]
     pass_list: list[dict[str, Any]]
     import_meta: dict[str, Any] = field(default_factory=dict)
+    record_extra: dict[str, Any] = field(default_factory=dict)  # top-level record sections (a speech model's)
 
 
 def tokenizer_dir(recipe: ModelRecipe) -> Path | None:
@@ -110,6 +112,10 @@ def _slow_runner(model: onnx.ModelProto | Path) -> str:
 
 
 def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesResult:
+    if recipe.family == "speech":  # two graphs and a generation loop: its own stage sequence
+        from compiler.speech.stages import run_speech_stages
+
+        return run_speech_stages(recipe, target, cache)
     passes = instantiate(target.passes_for(recipe.family), f"{target.path}: passes")
     torch_passes = [p for p in passes if isinstance(p, TorchPass)]
     graph_passes = [p for p in passes if isinstance(p, GraphPass)]
@@ -185,98 +191,13 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
                 "options": torch_pass["options"],
             }
         )
-    current = imported.path / "model.onnx"
-    done: list[str] = [p.name for p in torch_passes]
-    for graph_pass in graph_passes:
-        key = stage_key(
-            f"pass:{graph_pass.name}",
-            inputs={"model": sha256_file(current), "context": ctx_fingerprint},
-            config=graph_pass.options(),
-            code=graph_pass.fingerprint(),
-            tools=graph_pass.tool_versions(),
-        )
-
-        def run_pass(directory: Path, graph_pass: GraphPass = graph_pass, source: Path = current) -> dict[str, Any]:
-            step(f"pass {graph_pass.name}")
-            started = time.perf_counter()
-            try:
-                result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
-            except PassError as error:
-                shape = dict(context.transformer_shape)
-                where = reproducer.write(
-                    cache.root, graph_pass.name, graph_pass.options(), source, recipe.family, shape, list(done)
-                )
-                raise PassError(f"{error} (reproducer: edgebuild replay {where})") from error
-            onnx.save(result.model, str(directory / "model.onnx"))
-            return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
-
-        entry = cache.get_or_build(f"pass-{graph_pass.name}", key, run_pass)
-        _report_cache(f"pass {graph_pass.name}", entry.hit)
-        stages.append(
-            {
-                "stage": graph_pass.name,
-                "kind": "pass",
-                "path": entry.path / "model.onnx",
-                "cached": entry.hit,
-                "seconds": entry.meta["_seconds"],
-                "stats": entry.meta["stats"],
-                "options": graph_pass.options(),
-            }
-        )
-        current = entry.path / "model.onnx"
-        done.append(graph_pass.name)
-
-    backend = backend_for(target.runtime)
-    shapes = {name: list(array.shape) for name, array in dataset.bench.items()}
-    if target.runtime == "tvm":
-        from compiler.backends import tvm_build
-
-        compile_config = tvm_build.key_config(target, shapes, cache.root)
-        code_files = [*backend.FINGERPRINT_FILES, Path(tvm_build.__file__)]
-        compile_config["onnxslim"] = tool_versions("onnxslim")
-    elif target.runtime == "litert":
-        compile_config = backend.key_config(target.precision, shapes)
-        code_files = [*backend.FINGERPRINT_FILES, ROOT / "compiler" / "toolchains" / "__init__.py"]
-    elif target.runtime == "onnxruntime-mobile":
-        compile_config = backend.key_config(target.precision)
-        code_files = list(backend.FINGERPRINT_FILES)
-    elif target.runtime == "coreml":  # converts the PyTorch model: the import digest stands for it
-        if done:
-            raise ConfigError(
-                f"{target.path}: Core ML targets convert the PyTorch model, so ONNX passes ({', '.join(done)}) "
-                "would not reach the artifact; remove them (compression is the target's precision)"
-            )
-        compile_config = backend.key_config(target.precision, shapes, target.runtime_min_version)
-        code_files = list(backend.FINGERPRINT_FILES)
-    else:
-        compile_config = {"runtime": target.runtime, "level": target.graph_optimization}
-        code_files = list(backend.FINGERPRINT_FILES)
-    compile_key = stage_key(
-        "compile",
-        inputs={"model": sha256_file(current)},
-        config=compile_config,
-        code=sha256_tree(code_files),
-        tools=tool_versions(*backend.TOOLS),
+    rows, current, done = run_graph_passes(
+        graph_passes, imported.path / "model.onnx", context, cache, recipe.family, [p.name for p in torch_passes]
     )
+    stages.extend(rows)
 
-    def run_compile(directory: Path) -> dict[str, Any]:
-        started = time.perf_counter()
-        if target.runtime == "tvm":
-            meta = tvm_build.compile_for(target, current, shapes, cache.root, directory)
-        elif target.runtime == "litert":
-            calibration = _calibration_arrays(dataset) if target.precision == "int8" else {}
-            meta = backend.compile_model(current, target.precision, shapes, calibration, directory)
-        elif target.runtime == "onnxruntime-mobile":
-            meta = backend.compile_model(current, directory)
-        elif target.runtime == "coreml":
-            meta = backend.compile_model(recipe, target.precision, shapes, target.runtime_min_version, directory)
-        else:
-            step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
-            meta = backend.compile_model(current, target, directory)
-        return {**meta, "_seconds": round(time.perf_counter() - started, 2)}
-
-    compiled = cache.get_or_build("compile", compile_key, run_compile)
-    _report_cache("compile", compiled.hit)
+    shapes = {name: list(array.shape) for name, array in dataset.bench.items()}
+    compiled = compile_stage(recipe, target, current, shapes, cache, done, lambda: _calibration_arrays(dataset))
     artifact = compiled.path / compiled.meta["artifact"]
     stages.append(
         {
@@ -358,6 +279,126 @@ def run_stages(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> StagesR
         pass_list=pass_list,
         import_meta={k: v for k, v in imported.meta.items() if not k.startswith("_")},
     )
+
+
+def compile_stage(
+    recipe: ModelRecipe,
+    target: TargetSpec,
+    current: Path,
+    shapes: dict[str, list[int]],
+    cache: Cache,
+    done: list[str],
+    calibration_arrays: Callable[[], dict[str, np.ndarray]],
+    label: str = "",
+) -> Any:
+    """Compile the last graph (`current`) for the target's runtime, through the cache."""
+    backend = backend_for(target.runtime)
+    if target.runtime == "tvm":
+        from compiler.backends import tvm_build
+
+        compile_config = tvm_build.key_config(target, shapes, cache.root)
+        code_files = [*backend.FINGERPRINT_FILES, Path(tvm_build.__file__)]
+        compile_config["onnxslim"] = tool_versions("onnxslim")
+    elif target.runtime == "litert":
+        compile_config = backend.key_config(target.precision, shapes)
+        code_files = [*backend.FINGERPRINT_FILES, ROOT / "compiler" / "toolchains" / "__init__.py"]
+    elif target.runtime == "onnxruntime-mobile":
+        compile_config = backend.key_config(target.precision)
+        code_files = list(backend.FINGERPRINT_FILES)
+    elif target.runtime == "coreml":  # converts the PyTorch model: the import digest stands for it
+        if done:
+            raise ConfigError(
+                f"{target.path}: Core ML targets convert the PyTorch model, so ONNX passes ({', '.join(done)}) "
+                "would not reach the artifact; remove them (compression is the target's precision)"
+            )
+        compile_config = backend.key_config(target.precision, shapes, target.runtime_min_version)
+        code_files = list(backend.FINGERPRINT_FILES)
+    else:
+        compile_config = {"runtime": target.runtime, "level": target.graph_optimization}
+        code_files = list(backend.FINGERPRINT_FILES)
+    compile_key = stage_key(
+        "compile",
+        inputs={"model": sha256_file(current)},
+        config=compile_config,
+        code=sha256_tree(code_files),
+        tools=tool_versions(*backend.TOOLS),
+    )
+
+    def run_compile(directory: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        if target.runtime == "tvm":
+            meta = tvm_build.compile_for(target, current, shapes, cache.root, directory)
+        elif target.runtime == "litert":
+            calibration = calibration_arrays() if target.precision == "int8" else {}
+            meta = backend.compile_model(current, target.precision, shapes, calibration, directory)
+        elif target.runtime == "onnxruntime-mobile":
+            meta = backend.compile_model(current, directory)
+        elif target.runtime == "coreml":
+            meta = backend.compile_model(recipe, target.precision, shapes, target.runtime_min_version, directory)
+        else:
+            step(f"compiling for {target.runtime} (graph optimisation: {target.graph_optimization})")
+            meta = backend.compile_model(current, target, directory)
+        return {**meta, "_seconds": round(time.perf_counter() - started, 2)}
+
+    compiled = cache.get_or_build("compile", compile_key, run_compile)
+    _report_cache(f"{label}: compile" if label else "compile", compiled.hit)
+    return compiled
+
+
+def run_graph_passes(
+    graph_passes: list[GraphPass],
+    start: Path,
+    context: PassContext,
+    cache: Cache,
+    family: str,
+    done: list[str],
+    label: str = "",
+) -> tuple[list[dict[str, Any]], Path, list[str]]:
+    """Apply `graph_passes` in order, each through the cache; returns the stage rows, the last
+    model's path and the names of every pass applied (`done` included). `label` names the graph
+    in progress lines when a model has several (a speech model's encoder and decoder)."""
+    rows: list[dict[str, Any]] = []
+    current, done = start, list(done)
+    prefix = f"{label}: " if label else ""
+    for graph_pass in graph_passes:
+        key = stage_key(
+            f"pass:{graph_pass.name}",
+            inputs={"model": sha256_file(current), "context": context.fingerprint},
+            config=graph_pass.options(),
+            code=graph_pass.fingerprint(),
+            tools=graph_pass.tool_versions(),
+        )
+
+        def run_pass(directory: Path, graph_pass: GraphPass = graph_pass, source: Path = current) -> dict[str, Any]:
+            step(f"{prefix}pass {graph_pass.name}")
+            started = time.perf_counter()
+            try:
+                result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
+            except PassError as error:
+                shape = dict(context.transformer_shape)
+                where = reproducer.write(
+                    cache.root, graph_pass.name, graph_pass.options(), source, family, shape, list(done)
+                )
+                raise PassError(f"{prefix}{error} (reproducer: edgebuild replay {where})") from error
+            onnx.save(result.model, str(directory / "model.onnx"))
+            return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
+
+        entry = cache.get_or_build(f"pass-{graph_pass.name}", key, run_pass)
+        _report_cache(f"{prefix}pass {graph_pass.name}", entry.hit)
+        rows.append(
+            {
+                "stage": graph_pass.name,
+                "kind": "pass",
+                "path": entry.path / "model.onnx",
+                "cached": entry.hit,
+                "seconds": entry.meta["_seconds"],
+                "stats": entry.meta["stats"],
+                "options": graph_pass.options(),
+            }
+        )
+        current = entry.path / "model.onnx"
+        done.append(graph_pass.name)
+    return rows, current, done
 
 
 def _calibration_arrays(dataset: Dataset) -> dict[str, np.ndarray]:

@@ -137,8 +137,11 @@ def quantize_embeddings_per_row(model: onnx.ModelProto, exclude: set[str]) -> No
     """In place: Gather on a constant FP32 table -> INT8 table with one scale per row.
 
     Rewrites `Gather(table, ids)` as `Cast(Gather(table_int8, ids)) * Gather(row_scale, ids)`,
-    standard ops any runtime runs. Skips tables used by anything else (tied embeddings: the FP32
-    copy would stay, so nothing is saved) and gathers along an axis other than 0.
+    standard ops any runtime runs. A tied table (Whisper's token embedding, also the output
+    projection) that ORT already quantized per channel for its MatMul is looked up from that INT8
+    copy and its scales instead (`shared_with_matmul`), so the FP32 table goes and only one INT8
+    copy is stored. Other tables used by anything else are skipped (the FP32 copy would stay, so
+    nothing is saved), as are gathers along an axis other than 0 without such a twin.
     """
     graph_inputs = {value.name for value in model.graph.input}  # an initializer that is also an input
     tables = {init.name: init for init in model.graph.initializer  # can be overridden: not a constant
@@ -149,8 +152,15 @@ def quantize_embeddings_per_row(model: onnx.ModelProto, exclude: set[str]) -> No
     for node in model.graph.node:
         axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
         table = node.input[0] if node.input else ""
-        if (node.op_type != "Gather" or node.name in exclude or table not in tables or uses[table] != 1
-                or axis != 0):
+        if node.op_type != "Gather" or node.name in exclude or table not in tables or uses[table] != 1:
+            nodes.append(node)
+            continue
+        twin = _matmul_twin(model, tables[table], axis)
+        if twin is not None:
+            model.graph.initializer.remove(tables.pop(table))
+            nodes += _dequantized_gather(node, *twin)
+            continue
+        if axis != 0:
             nodes.append(node)
             continue
         weights = numpy_helper.to_array(tables[table])
@@ -161,14 +171,37 @@ def quantize_embeddings_per_row(model: onnx.ModelProto, exclude: set[str]) -> No
         model.graph.initializer.extend([
             numpy_helper.from_array(values, f"{table}_int8"),
             numpy_helper.from_array(scale.astype(np.float32), f"{table}_row_scale")])
-        ids, out, name = node.input[1], node.output[0], node.name
-        nodes += [
-            helper.make_node("Gather", [f"{table}_int8", ids], [f"{out}_int8"], name=f"{name}_int8"),
-            helper.make_node("Gather", [f"{table}_row_scale", ids], [f"{out}_row_scale"],
-                             name=f"{name}_row_scale"),
-            helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{name}_cast",
-                             to=onnx.TensorProto.FLOAT),
-            helper.make_node("Mul", [f"{out}_float", f"{out}_row_scale"], [out], name=f"{name}_dequantize"),
-        ]
+        nodes += _dequantized_gather(node, f"{table}_int8", f"{table}_row_scale")
     del model.graph.node[:]
     model.graph.node.extend(nodes)
+
+
+def _dequantized_gather(node: onnx.NodeProto, values: str, scales: str) -> list[onnx.NodeProto]:
+    """`Cast(Gather(values, ids)) * Gather(scales, ids)`, along the node's own axis."""
+    axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
+    ids, out, name = node.input[1], node.output[0], node.name
+    return [
+        helper.make_node("Gather", [values, ids], [f"{out}_int8"], name=f"{name}_int8", axis=axis),
+        helper.make_node("Gather", [scales, ids], [f"{out}_row_scale"], name=f"{name}_row_scale"),
+        helper.make_node("Cast", [f"{out}_int8"], [f"{out}_float"], name=f"{name}_cast", to=onnx.TensorProto.FLOAT),
+        helper.make_node("Mul", [f"{out}_float", f"{out}_row_scale"], [out], name=f"{name}_dequantize"),
+    ]
+
+
+def _matmul_twin(model: onnx.ModelProto, table: onnx.TensorProto, axis: int) -> tuple[str, str] | None:
+    """ORT's per-channel INT8 copy of `table` (`<name>_quantized`, `<name>_scale`), when a Gather
+    along `axis` can read it: channels along that axis, which must be the last one (so the gathered
+    scales broadcast over the result's last axis), symmetric (all zero points 0)."""
+    if axis != len(table.dims) - 1:
+        return None
+    found = {init.name: init for init in model.graph.initializer
+             if init.name in (f"{table.name}_quantized", f"{table.name}_scale", f"{table.name}_zero_point")}
+    values, scales = found.get(f"{table.name}_quantized"), found.get(f"{table.name}_scale")
+    zero_points = found.get(f"{table.name}_zero_point")
+    if values is None or scales is None or values.data_type != onnx.TensorProto.INT8:
+        return None
+    if list(scales.dims) != [table.dims[axis]]:
+        return None
+    if zero_points is not None and np.any(numpy_helper.to_array(zero_points)):
+        return None
+    return values.name, scales.name

@@ -36,6 +36,7 @@ from compiler.progress import step
 
 DEFAULT_TOOLCHAINS = ROOT / ".toolchains" / "tvm-aarch64"
 RUNNER_SOURCE = ROOT / "templates" / "tvm_runner.cc"
+RUNNER_HEADER = ROOT / "templates" / "tvm_npy.h"  # shared by every runner source
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post1"  # 0.1.15.x segfaults in JSON serialisation (DESIGN.md)
@@ -115,6 +116,7 @@ def device_files(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> dict[str, tuple[P
         "libtvm_runtime.so": (libs / "libtvm_runtime.so", "runtime"),
         "libtvm_ffi.so": (libs / "libtvm_ffi.so", "runtime"),
         "tvm_runner.cc": (RUNNER_SOURCE, "source"),
+        "tvm_npy.h": (RUNNER_HEADER, "source"),
     }
 
 
@@ -165,24 +167,26 @@ def tvm_runtime_libs(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
     return final
 
 
-def build_runner(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
-    """The aarch64 `tvm_runner` executable, compiled from templates/tvm_runner.cc once per source + toolchain.
+def build_runner(toolchains_dir: Path = DEFAULT_TOOLCHAINS, source: Path = RUNNER_SOURCE) -> Path:
+    """An aarch64 runner executable (default `tvm_runner`), compiled from `source` (a templates/*.cc
+    that includes tvm_npy.h) once per source + toolchain.
 
     The runner sits next to copies of libtvm_runtime.so and libtvm_ffi.so and finds them through
     rpath $ORIGIN, as it would on a device.
     """
     tools = ensure_cross_toolchain()
     runtime = tvm_runtime_libs(toolchains_dir)
-    digest = hashlib.sha256(RUNNER_SOURCE.read_bytes())
+    digest = hashlib.sha256(source.read_bytes() + b"\0" + RUNNER_HEADER.read_bytes())
     for value in (tools["gxx_version"], runtime.name):
         digest.update(b"\0" + value.encode())
-    final = toolchains_dir / f"runner-{digest.hexdigest()[:16]}"
-    if (final / "tvm_runner").is_file():
-        return final / "tvm_runner"
+    name = source.stem
+    final = toolchains_dir / f"{name}-{digest.hexdigest()[:16]}"
+    if (final / name).is_file():
+        return final / name
     with FileLock(str(toolchains_dir / ".runner.lock")):
-        if (final / "tvm_runner").is_file():
-            return final / "tvm_runner"
-        step("compiling the aarch64 TVM runner (templates/tvm_runner.cc)")
+        if (final / name).is_file():
+            return final / name
+        step(f"compiling the aarch64 runner (templates/{source.name})")
         with tempfile.TemporaryDirectory(dir=toolchains_dir, prefix=".tmp-runner-") as tmp:
             staging = Path(tmp) / "runner"
             staging.mkdir()
@@ -190,15 +194,15 @@ def build_runner(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
                 shutil.copy2(runtime / lib, staging / lib)
             # --no-as-needed: the runner calls nothing in libtvm_runtime directly, but loading it is
             # what registers the Relax VM that model.so's vm_load_executable needs.
-            command = [tools["gxx"], "-std=c++17", "-O2", str(RUNNER_SOURCE), "-I", str(runtime / "include")]
+            command = [tools["gxx"], "-std=c++17", "-O2", str(source), "-I", str(runtime / "include")]
             command += ["-L", str(staging), "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", "-Wl,--as-needed"]
-            command += ["-Wl,-rpath,$ORIGIN", "-o", str(staging / "tvm_runner")]
+            command += ["-Wl,-rpath,$ORIGIN", "-o", str(staging / name)]
             result = subprocess.run(command, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 errors = [line for line in result.stderr.splitlines() if "error" in line][:3]
-                raise UserError(f"compiling {RUNNER_SOURCE.name} failed: {' | '.join(errors) or result.stderr[-400:]}")
+                raise UserError(f"compiling {source.name} failed: {' | '.join(errors) or result.stderr[-400:]}")
             staging.rename(final)
-    return final / "tvm_runner"
+    return final / name
 
 
 def run_batches_under_qemu(
@@ -220,7 +224,7 @@ def run_batches_under_qemu(
             for index, array in enumerate(inputs.values()):
                 np.save(in_dir / str(call) / f"{index}.npy", np.ascontiguousarray(array, array.dtype.newbyteorder("<")))
         out_dir.mkdir()
-        _run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
+        run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
         results = []
         for call in range(len(batches)):
             directory = out_dir / str(call)
@@ -228,11 +232,13 @@ def run_batches_under_qemu(
     return results
 
 
-def _run_runner(
-    tools: dict[str, str], runner: Path, model_so: Path, in_dir: Path, out_dir: Path, timeout_s: int
+def run_runner(
+    tools: dict[str, str], runner: Path, model_so: Path, in_dir: Path, out_dir: Path, timeout_s: int,
+    arguments: list[str] | None = None,
 ) -> None:
+    """Run `runner` under qemu-aarch64 with `arguments` (default: model_so in_dir out_dir)."""
     command = [tools["qemu"], "-L", tools["sysroot"], "-E", f"LD_LIBRARY_PATH={runner.parent}"]
-    command += [str(runner), str(model_so), str(in_dir), str(out_dir)]
+    command += [str(runner), *(arguments or [str(model_so), str(in_dir), str(out_dir)])]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as error:
@@ -266,7 +272,7 @@ def run_under_qemu(
         for index, array in enumerate(inputs.values()):
             # The runner reads little-endian, C-order .npy version 1.
             np.save(in_dir / f"{index}.npy", np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
-        _run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
+        run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
         outputs = [np.load(out_dir / f"{i}.npy") for i in range(len(list(out_dir.glob("*.npy"))))]
     if output_count is not None and len(outputs) != output_count:
         raise UserError(f"{model_so.name} returned {len(outputs)} outputs under qemu-aarch64, expected {output_count}")

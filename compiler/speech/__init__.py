@@ -1,0 +1,1 @@
+"""Speech models (Whisper): export, features, decoding, the synthetic test set and word error rate."""
