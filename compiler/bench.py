@@ -11,6 +11,8 @@ with no latency (Core ML runs only on Apple devices; fidelity comes from the MIL
 interpreter). Latency is timed interleaved in one process at the recipe's benchmark shape with one
 thread (the machine is shared and noisy: ratios measured together are the figures to quote);
 size is the shipped file; fidelity is the recipe's metric against the PyTorch FP32 reference.
+Speech recipes (Whisper) get their own table from compiler/speech/bench.py: real-time factor,
+WER per noise level, size and peak memory against PyTorch FP32 and faster-whisper.
 This is a benchmark, not a test: it prints a table and asserts nothing.
 """
 
@@ -318,8 +320,13 @@ def run_bench(
     scratch = Cache()
     try:
         for name in models:
-            rows = bench_model(name, repeats, olive, scratch.scratch(), tvm_trials)
             recipe = config.load_recipe(name)
+            if recipe.family == "speech":  # transcripts, not tensors: its own runners and table
+                from compiler.speech.bench import bench_speech
+
+                results[name] = bench_speech(name, int(recipe.bench.get("wer_clips", 90)))
+                continue
+            rows = bench_model(name, repeats, olive, scratch.scratch(), tvm_trials)
             print_table(name, rows, recipe.bench)
             results[name] = {"bench_shape": recipe.bench, "threads": THREADS, "rows": [asdict(r) for r in rows]}
     finally:

@@ -56,8 +56,7 @@ class QuantizeDynamicInt8(GraphPass):
     name: ClassVar[str] = "quantize-dynamic-int8"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
     extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
-    conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-static-int8", "convert-fp16",
-                                                 "quantize-int4-weights")
+    conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-static-int8", "convert-fp16", "quantize-int4-weights")
 
     @dataclass(frozen=True)
     class Config(MixedPrecisionOptions):
@@ -73,13 +72,14 @@ class QuantizeDynamicInt8(GraphPass):
         config = self.config
         check_exclusions(model, config.nodes_to_exclude)
         if config.target_fidelity is not None and not config.mixed_precision:
-            raise PassError(f"option target_fidelity = {config.target_fidelity} needs mixed_precision = true "
-                            "(the mixed-precision search is what raises fidelity)")
+            raise PassError(
+                f"option target_fidelity = {config.target_fidelity} needs mixed_precision = true "
+                "(the mixed-precision search is what raises fidelity)"
+            )
         per_row = "Gather" in config.op_types and config.embedding_quantization == "per-row"
         ort_op_types = [op for op in config.op_types if not (per_row and op == "Gather")]
 
-        with quiet_preprocess_hint(), tempfile.TemporaryDirectory(
-                dir=ctx.workdir, prefix="quantize-dynamic-") as tmp:
+        with quiet_preprocess_hint(), tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="quantize-dynamic-") as tmp:
             source = Path(tmp) / "input.onnx"
             onnx.save(model, source)  # ORT reads files; saving also keeps `model` itself untouched
 
@@ -87,11 +87,17 @@ class QuantizeDynamicInt8(GraphPass):
                 exclude = [*config.nodes_to_exclude, *excluded]
                 target = Path(tmp) / "quantized.onnx"
                 if ort_op_types:
-                    quantize_dynamic(source, target, op_types_to_quantize=ort_op_types,
-                                     per_channel=config.per_channel, reduce_range=config.reduce_range,
-                                     weight_type=_WEIGHT_TYPES[config.weight_type], nodes_to_exclude=exclude,
-                                     # fused contrib ops have outputs shape inference cannot type
-                                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                    quantize_dynamic(
+                        source,
+                        target,
+                        op_types_to_quantize=ort_op_types,
+                        per_channel=config.per_channel,
+                        reduce_range=config.reduce_range,
+                        weight_type=_WEIGHT_TYPES[config.weight_type],
+                        nodes_to_exclude=exclude,
+                        # fused contrib ops have outputs shape inference cannot type
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                    )
                     result = onnx.load(target)
                 else:
                     result = onnx.load(source)
@@ -103,24 +109,26 @@ class QuantizeDynamicInt8(GraphPass):
             candidates = quantized_nodes(model, quantized, config.op_types)
             if not candidates:
                 present = sorted({node.op_type for node in model.graph.node})
-                raise PassError(f"nothing to quantize: no {'/'.join(config.op_types)} node with constant "
-                                f"weights outside nodes_to_exclude; the model has {', '.join(present)}")
+                raise PassError(
+                    f"nothing to quantize: no {'/'.join(config.op_types)} node with constant "
+                    f"weights outside nodes_to_exclude; the model has {', '.join(present)}"
+                )
             quantized, candidates, search = search_if_enabled(config, model, quantize, quantized, candidates, ctx)
 
         stats = {
             **quantization_stats(model, model, quantized, candidates, config.nodes_to_exclude, search),
-            "embedding_quantization": (config.embedding_quantization if "Gather" in config.op_types
-                                       else "none"),
+            "embedding_quantization": (config.embedding_quantization if "Gather" in config.op_types else "none"),
         }
         if per_row and stats["quantized_nodes"].get("EmbedLayerNormalization"):
-            stats["note"] = ("EmbedLayerNormalization holds the embedding tables, which ORT quantizes "
-                             "per tensor; fuse without it to get per-row tables "
-                             "(MiniLM: min cosine 0.937 -> 0.965)")
+            stats["note"] = (
+                "EmbedLayerNormalization holds the embedding tables, which ORT quantizes "
+                "per tensor; fuse without it to get per-row tables "
+                "(MiniLM: min cosine 0.937 -> 0.965)"
+            )
         return PassResult(quantized, stats)
 
 
-def quantized_nodes(original: onnx.ModelProto, quantized: onnx.ModelProto,
-                    op_types: tuple[str, ...]) -> list[str]:
+def quantized_nodes(original: onnx.ModelProto, quantized: onnx.ModelProto, op_types: tuple[str, ...]) -> list[str]:
     """Names of `original`'s nodes that `quantized` quantized.
 
     ORT replaces what it quantizes with a renamed node (MatMul -> `<name>_quant` MatMulInteger),
@@ -128,9 +136,11 @@ def quantized_nodes(original: onnx.ModelProto, quantized: onnx.ModelProto,
     it is gone, or still there with different inputs.
     """
     after = {(node.name, node.op_type): list(node.input) for node in quantized.graph.node}
-    return [node.name for node in original.graph.node
-            if node.name and node.op_type in op_types
-            and after.get((node.name, node.op_type)) != list(node.input)]
+    return [
+        node.name
+        for node in original.graph.node
+        if node.name and node.op_type in op_types and after.get((node.name, node.op_type)) != list(node.input)
+    ]
 
 
 def quantize_embeddings_per_row(model: onnx.ModelProto, exclude: set[str]) -> None:
@@ -144,9 +154,11 @@ def quantize_embeddings_per_row(model: onnx.ModelProto, exclude: set[str]) -> No
     nothing is saved), as are gathers along an axis other than 0 without such a twin.
     """
     graph_inputs = {value.name for value in model.graph.input}  # an initializer that is also an input
-    tables = {init.name: init for init in model.graph.initializer  # can be overridden: not a constant
-              if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) >= 2
-              and init.name not in graph_inputs}
+    tables = {
+        init.name: init
+        for init in model.graph.initializer  # can be overridden: not a constant
+        if init.data_type == onnx.TensorProto.FLOAT and len(init.dims) >= 2 and init.name not in graph_inputs
+    }
     uses = Counter(name for node in model.graph.node for name in node.input)
     nodes: list[onnx.NodeProto] = []
     for node in model.graph.node:
@@ -168,9 +180,12 @@ def quantize_embeddings_per_row(model: onnx.ModelProto, exclude: set[str]) -> No
         scale[scale == 0] = 1.0  # an all-zero row (padding) stays exactly zero
         values = np.clip(np.round(weights / scale), -127, 127).astype(np.int8)
         model.graph.initializer.remove(tables.pop(table))
-        model.graph.initializer.extend([
-            numpy_helper.from_array(values, f"{table}_int8"),
-            numpy_helper.from_array(scale.astype(np.float32), f"{table}_row_scale")])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(values, f"{table}_int8"),
+                numpy_helper.from_array(scale.astype(np.float32), f"{table}_row_scale"),
+            ]
+        )
         nodes += _dequantized_gather(node, f"{table}_int8", f"{table}_row_scale")
     del model.graph.node[:]
     model.graph.node.extend(nodes)
@@ -194,8 +209,11 @@ def _matmul_twin(model: onnx.ModelProto, table: onnx.TensorProto, axis: int) -> 
     scales broadcast over the result's last axis), symmetric (all zero points 0)."""
     if axis != len(table.dims) - 1:
         return None
-    found = {init.name: init for init in model.graph.initializer
-             if init.name in (f"{table.name}_quantized", f"{table.name}_scale", f"{table.name}_zero_point")}
+    found = {
+        init.name: init
+        for init in model.graph.initializer
+        if init.name in (f"{table.name}_quantized", f"{table.name}_scale", f"{table.name}_zero_point")
+    }
     values, scales = found.get(f"{table.name}_quantized"), found.get(f"{table.name}_scale")
     zero_points = found.get(f"{table.name}_zero_point")
     if values is None or scales is None or values.data_type != onnx.TensorProto.INT8:

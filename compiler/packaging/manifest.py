@@ -173,6 +173,8 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
             "build_key": record["build_key"],
         },
     }
+    if "speech" in record:  # two graphs, a tokenizer and a generation loop: what a device needs to know
+        manifest["speech"] = record["speech"]
     stats = record["stages"][-1].get("stats", {})
     if "converter" in stats:
         keys = ("converter", "toolchain", "ops", "tensor_dtypes")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler.progress import progress_bar
 from compiler.speech.features import log_mel
 from compiler.speech.generate import GenerationConfig, Parts, greedy
 from compiler.speech.testset import Clip
@@ -22,6 +23,7 @@ from compiler.speech.wer import wer_by_group
 from passes.base import Fidelity
 
 Decode = Callable[[list[int]], str]
+THREADS = 1  # verification and timing: fixed, so transcripts (and the manifest) do not depend on the host
 
 
 @dataclass
@@ -36,15 +38,19 @@ class Transcripts:
         return self.seconds / self.audio_seconds
 
 
-def transcribe(parts: Parts, clips: Sequence[Clip], config: GenerationConfig) -> Transcripts:
-    """Greedy transcripts of `clips` (the product's loop; preprocessing is log_mel for every runner)."""
+def transcribe(parts: Parts, clips: Sequence[Clip], config: GenerationConfig, label: str = "") -> Transcripts:
+    """Greedy transcripts of `clips` (the product's loop; preprocessing is log_mel for every runner).
+    With a `label`, a progress bar counts the clips (on a terminal)."""
     tokens: dict[str, list[int]] = {}
     seconds, steps = 0.0, 0
-    for clip in clips:
-        result = greedy(parts, log_mel(clip.audio), config)
-        tokens[clip.id] = result.tokens
-        seconds += result.encode_seconds + result.decode_seconds
-        steps += result.steps
+    with progress_bar() as bar:
+        task = bar.add_task(label or "transcribing", total=len(clips), visible=bool(label))
+        for clip in clips:
+            result = greedy(parts, log_mel(clip.audio), config)
+            tokens[clip.id] = result.tokens
+            seconds += result.encode_seconds + result.decode_seconds
+            steps += result.steps
+            bar.advance(task)
     return Transcripts(tokens, seconds, sum(clip.seconds for clip in clips), steps)
 
 
@@ -85,4 +91,4 @@ def spaced(count: int, limit: int | None) -> list[int]:
     return sorted({round(float(i)) for i in np.linspace(0, count - 1, limit)})
 
 
-__all__ = ["Transcripts", "score_wer", "spaced", "transcribe"]
+__all__ = ["THREADS", "Transcripts", "score_wer", "spaced", "transcribe"]

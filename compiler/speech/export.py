@@ -89,8 +89,14 @@ class _DecoderBase(nn.Module):
         return looked_up.t().reshape(batch, time, -1)
 
     def block(
-        self, index: int, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, self_mask: torch.Tensor | None,
-        cross_k: torch.Tensor, cross_v: torch.Tensor,
+        self,
+        index: int,
+        x: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        self_mask: torch.Tensor | None,
+        cross_k: torch.Tensor,
+        cross_v: torch.Tensor,
     ) -> torch.Tensor:
         """One decoder layer, given this layer's full self-attention keys/values."""
         layer = self.layers[index]
@@ -159,8 +165,14 @@ def _export(module: nn.Module, args: tuple, path: Path, names: list[str], output
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer warnings: the numeric check after export decides
             torch.onnx.export(
-                module, args, str(path), input_names=names, output_names=outputs, dynamic_axes=axes,
-                opset_version=OPSET, dynamo=False,
+                module,
+                args,
+                str(path),
+                input_names=names,
+                output_names=outputs,
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
             )
     except Exception as error:  # the exporter raises many unrelated types for unsupported ops
         raise ModelError(f"exporting {path.name} failed: {str(error).splitlines()[0]}") from error
@@ -178,8 +190,14 @@ def export_parts(model: Any, max_tokens: int, directory: Path, nocache: bool = T
         cross_k, cross_v = encoder(mel)
     cache = torch.zeros(cache_shape(model, max_tokens))
     paths = {"encoder": directory / "encoder.onnx", "decoder": directory / "decoder.onnx"}
-    _export(encoder, (mel,), paths["encoder"], ["mel"], ["cross_k", "cross_v"],
-            {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}})
+    _export(
+        encoder,
+        (mel,),
+        paths["encoder"],
+        ["mel"],
+        ["cross_k", "cross_v"],
+        {"mel": {0: "batch"}, "cross_k": {1: "batch"}, "cross_v": {1: "batch"}},
+    )
     batch_axis = {1: "batch"}
     _export(
         step_decoder,
@@ -187,8 +205,16 @@ def export_parts(model: Any, max_tokens: int, directory: Path, nocache: bool = T
         paths["decoder"],
         ["tokens", "position", "self_k", "self_v", "cross_k", "cross_v"],
         ["logits", "self_k_out", "self_v_out"],
-        {"tokens": {0: "batch"}, "self_k": batch_axis, "self_v": batch_axis, "cross_k": batch_axis,
-         "cross_v": batch_axis, "logits": {0: "batch"}, "self_k_out": batch_axis, "self_v_out": batch_axis},
+        {
+            "tokens": {0: "batch"},
+            "self_k": batch_axis,
+            "self_v": batch_axis,
+            "cross_k": batch_axis,
+            "cross_v": batch_axis,
+            "logits": {0: "batch"},
+            "self_k_out": batch_axis,
+            "self_v_out": batch_axis,
+        },
     )
     if nocache:
         paths["decoder_nocache"] = directory / "decoder_nocache.onnx"

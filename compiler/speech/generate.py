@@ -201,8 +201,14 @@ class OrtParts:
         return cross_k, cross_v
 
     def step(self, tokens, position, self_k, self_v, cross_k, cross_v):  # noqa: ANN001, ANN201 (Parts)
-        feeds = {"tokens": tokens, "position": position, "self_k": self_k, "self_v": self_v,
-                 "cross_k": cross_k, "cross_v": cross_v}
+        feeds = {
+            "tokens": tokens,
+            "position": position,
+            "self_k": self_k,
+            "self_v": self_v,
+            "cross_k": cross_k,
+            "cross_v": cross_v,
+        }
         logits, k, v = self.decoder.run(None, feeds)
         return logits, k, v
 
