@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import onnx
 
 from compiler.errors import ConfigError, PassError, did_you_mean
@@ -29,8 +30,12 @@ class QuantizeInt4Weights(GraphPass):
     Needs: MatMul nodes with constant weights (Gemm, Conv and fused Attention are not touched).
     Runs on ONNX Runtime only (MatMulNBits is a contrib op).
 
+    A tied table (a float initializer that a Gather also reads, e.g. Whisper's token embedding
+    used as the output projection) is then read from the 4-bit copy by GatherBlockQuantized, so
+    the float table is not kept beside it (`tied_tables_shared` in the stats).
+
     Guarantees: the same graph inputs/outputs; outputs differ by 4-bit rounding of the weights.
-    Stats: MatMuls quantized and left, file size before and after.
+    Stats: MatMuls quantized and left, tied tables shared, file size before and after.
     """
 
     name: ClassVar[str] = "quantize-int4-weights"
@@ -79,6 +84,7 @@ class QuantizeInt4Weights(GraphPass):
         ops = Counter(node.op_type for node in quantized.graph.node)
         return PassResult(quantized, {
             "matmuls_quantized": ops["MatMulNBits"], "matmuls_left_float": ops["MatMul"],
+            "tied_tables_shared": ops["GatherBlockQuantized"],
             "excluded": [*config.nodes_to_exclude, *search.get("mixed_precision", {}).get("excluded_nodes", [])],
             "bytes_before": model.ByteSize(), "bytes_after": quantized.ByteSize(), **search})
 
@@ -99,7 +105,59 @@ def _quantize(model: onnx.ModelProto, config: QuantizeInt4Weights.Config, exclud
         quantizer.process()
     finally:
         logger.setLevel(level)
-    return quantizer.model.model
+    result = quantizer.model.model
+    share_tied_tables(result)
+    return result
+
+
+def share_tied_tables(model: onnx.ModelProto) -> list[str]:
+    """In place: a Gather that still reads the float table a MatMulNBits was quantized from (a tied
+    embedding, as in Whisper's decoder: the output projection is the token table) reads the 4-bit
+    blocks instead, through com.microsoft GatherBlockQuantized, so the float copy goes.
+
+    `Gather(T [K, N], ids [n], axis=1)` becomes `Transpose(Reshape(GatherBlockQuantized(T_Q4
+    [N, blocks, blob], ids, scales [N, blocks, 1], gather_axis=0, quantize_axis=2), [-1, K]))`:
+    the gathered rows are exactly the MatMul's dequantized columns (symmetric blocks, default
+    zero point 8, low nibble first, as MatMulNBits stores them). Only 1-D ids and symmetric
+    quantization are rewritten; returns the names of the tables shared.
+    """
+    from onnx import helper, numpy_helper, shape_inference
+
+    initializers = {init.name: init for init in model.graph.initializer}
+    nbits = {node.input[1]: node for node in model.graph.node if node.op_type == "MatMulNBits"}
+    uses = Counter(name for node in model.graph.node for name in node.input)
+    values = [*shape_inference.infer_shapes(model).graph.value_info, *model.graph.input]
+    ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in values if v.type.tensor_type.HasField("shape")}
+    shared, nodes = [], []
+    for node in model.graph.node:
+        axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
+        table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
+        matmul = nbits.get(f"{table.name}_Q4") if table is not None else None
+        if (table is None or matmul is None or len(table.dims) != 2 or axis != 1 or uses[table.name] != 1
+                or len(matmul.input) > 3 or ranks.get(node.input[1]) != 1):
+            nodes.append(node)
+            continue
+        attrs = {attr.name: attr.i for attr in matmul.attribute}
+        scales = numpy_helper.to_array(initializers[matmul.input[2]])
+        blocks = scales.size // attrs["N"]
+        name, out, k = node.name, node.output[0], int(table.dims[0])
+        model.graph.initializer.remove(table)
+        model.graph.initializer.extend([
+            numpy_helper.from_array(scales.reshape(attrs["N"], blocks, 1), f"{table.name}_gather_scales"),
+            numpy_helper.from_array(np.array([-1, k], dtype=np.int64), f"{table.name}_gather_shape"),
+        ])
+        nodes += [
+            helper.make_node("GatherBlockQuantized", [matmul.input[1], node.input[1], f"{table.name}_gather_scales"],
+                             [f"{out}_rows"], name=f"{name}_int4", domain="com.microsoft", gather_axis=0,
+                             quantize_axis=2, block_size=attrs["block_size"], bits=4),
+            helper.make_node("Reshape", [f"{out}_rows", f"{table.name}_gather_shape"], [f"{out}_flat"],
+                             name=f"{name}_reshape"),
+            helper.make_node("Transpose", [f"{out}_flat"], [out], name=f"{name}_transpose", perm=[1, 0]),
+        ]
+        shared.append(table.name)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return shared
 
 
 def _constant_weight_matmuls(model: onnx.ModelProto) -> list[str]:
