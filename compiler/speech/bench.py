@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from compiler.config import load_recipe, load_target
+from compiler.errors import UserError
 from compiler.progress import progress_bar, step
 from compiler.speech.testset import Clip
 
@@ -100,8 +101,9 @@ def make_runner(spec: dict[str, Any]) -> Transcriber:
     return _ours(Path(spec["encoder"]), Path(spec["decoder"]), config, decode)
 
 
-def _specs(name: str) -> dict[str, tuple[dict[str, Any], int | None, str]]:
-    """Runner name -> (spec, size in bytes, engine). Builds our targets (cached) first."""
+def _specs(name: str) -> tuple[dict[str, tuple[dict[str, Any], int | None, str]], dict[str, str]]:
+    """Runner name -> (spec, size in bytes, engine), and the builds that failed (name -> why).
+    Builds our targets (cached) first."""
     from compiler.cache import Cache
     from compiler.pipeline import build
     from compiler.speech.source import whisper_directory
@@ -110,9 +112,14 @@ def _specs(name: str) -> dict[str, tuple[dict[str, Any], int | None, str]]:
     model_dir = whisper_directory(recipe)
     ct2_bytes = (model_dir / "model.bin").stat().st_size if (model_dir / "model.bin").is_file() else None
     ours: dict[str, tuple[dict[str, Any], int | None, str]] = {}
+    failed: dict[str, str] = {}
     for target_name in TARGETS:
         step(f"bench {name}: building for {target_name} (cached after the first run)")
-        outcome = build(recipe, load_target(target_name), Cache(), command=f"edgebuild bench -m {name}")
+        try:
+            outcome = build(recipe, load_target(target_name), Cache(), command=f"edgebuild bench -m {name}")
+        except UserError as error:  # a build over the WER budget is a finding, not a crash
+            failed[f"edgebuild {target_name}"] = str(error)
+            continue
         out, graphs = outcome.out_dir, outcome.record["speech"]["graphs"]
         spec = {
             "kind": "ours",
@@ -135,7 +142,7 @@ def _specs(name: str) -> dict[str, tuple[dict[str, Any], int | None, str]]:
         spec = {"kind": "faster-whisper", "model_dir": str(model_dir), "compute_type": compute_type}
         size = ct2_bytes if compute_type == "float32" else None
         runners[f"faster-whisper {compute_type}"] = (spec, size, "CTranslate2 (float16 file, converted at load)")
-    return runners
+    return runners, failed
 
 
 def _measure_peak(spec: dict[str, Any], clips: list[Clip]) -> float | None:
@@ -213,7 +220,7 @@ def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> d
     all_clips = build_testset(settings.sentences, Cache().root / "speech-testset", settings.snrs, settings.limit)
     clips = [all_clips[i] for i in spaced(len(all_clips), clip_count)]
     audio = sum(clip.seconds for clip in clips)
-    specs = _specs(name)
+    specs, failed = _specs(name)
     step(f"bench {name}: loading {len(specs)} runners")
     runners = {label: make_runner(spec) for label, (spec, _, _) in specs.items()}
     texts: dict[str, list[str]] = {label: [] for label in runners}
@@ -244,7 +251,7 @@ def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> d
         )
     step(f"bench {name}: KV-cache decoder vs no-cache decoder")
     kv = _kv_cache_table(name, [clip for clip in clips if clip.noise == "clean"][:12])
-    _print(name, rows, kv, len(clips), audio)
+    _print(name, rows, kv, len(clips), audio, failed)
     result = {
         "clips": len(clips),
         "audio_seconds": audio,
@@ -257,7 +264,9 @@ def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> d
     return result
 
 
-def _print(name: str, rows: list[SpeechRow], kv: dict[str, float], clips: int, audio: float) -> None:
+def _print(
+    name: str, rows: list[SpeechRow], kv: dict[str, float], clips: int, audio: float, failed: dict[str, str]
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -292,6 +301,8 @@ def _print(name: str, rows: list[SpeechRow], kv: dict[str, float], clips: int, a
         )
     console = Console(width=max(Console().width, 170))
     console.print(table)
+    for label, why in failed.items():
+        console.print(f"{label}: not built: {why}")
     ratio = kv["no_cache_ms_per_token"] / kv["kv_cache_ms_per_token"]
     console.print(
         f"decoder per generated token (FP32 ONNX, {kv['clips']} clean clips): KV cache "

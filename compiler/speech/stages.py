@@ -40,7 +40,21 @@ from passes.catalogue import instantiate
 PARTS = ("encoder", "decoder")
 RUNTIMES = ("onnxruntime", "onnxruntime-mobile", "tvm")
 SPEECH_CODE = ROOT / "compiler" / "speech"
-IMPORT_CODE = [SPEECH_CODE, ROOT / "compiler" / "importers" / "ctranslate2_whisper.py"]
+# What each cached stage's result depends on (so editing, say, the bench re-runs nothing).
+LOOP_CODE = [SPEECH_CODE / name for name in ("generate.py", "evaluate.py", "features.py", "wer.py")]
+IMPORT_CODE = [
+    *LOOP_CODE,
+    SPEECH_CODE / "importer.py",
+    SPEECH_CODE / "export.py",
+    ROOT / "compiler" / "importers" / "ctranslate2_whisper.py",
+]
+SCORE_CODE = [*LOOP_CODE, SPEECH_CODE / "part_context.py"]
+VERIFY_CODE = [
+    *LOOP_CODE,
+    SPEECH_CODE / "tvm_parts.py",
+    ROOT / "templates" / "whisper_runner.cc",
+    ROOT / "templates" / "tvm_npy.h",
+]
 CONFIG_FILES = ("tokenizer.json", "generation_config.json", "preprocessing.json")
 
 
@@ -262,7 +276,7 @@ class SpeechBuild:
             "score-speech-pass",
             inputs={"model": sha256_file(model), "other": sha256_file(self.fp32[other]), "data": self.data_digest},
             config={"part": part_ctx.part, "metric": self.recipe.metric, "clips": len(part_ctx.scored)},
-            code=sha256_tree([SPEECH_CODE]),
+            code=sha256_tree(SCORE_CODE),
             tools=tool_versions("onnxruntime", "jiwer", "whisper-normalizer"),
         )
 
@@ -284,7 +298,7 @@ class SpeechBuild:
             "verify-speech",
             inputs={**{part: sha256_file(path) for part, path in artifacts.items()}, "data": self.data_digest},
             config={"metric": self.recipe.metric, "clips": [clip.id for clip in chosen], "threads": THREADS},
-            code=sha256_tree([SPEECH_CODE, ROOT / "templates" / "whisper_runner.cc", ROOT / "templates" / "tvm_npy.h"]),
+            code=sha256_tree(VERIFY_CODE),
             tools=tool_versions("onnxruntime", "apache-tvm", "jiwer", "whisper-normalizer"),
         )
 
@@ -343,7 +357,7 @@ class SpeechBuild:
             "models": [sha256_file(p) for p in (*self.fp32.values(), *artifacts.values())],
             "clips": [clip.id for clip in timed],
             "threads": THREADS,
-            "code": sha256_tree([SPEECH_CODE]),
+            "code": sha256_tree(VERIFY_CODE),
             "tools": tool_versions("onnxruntime", "apache-tvm", "numpy"),
         }
 

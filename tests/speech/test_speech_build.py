@@ -60,7 +60,8 @@ def test_desktop_int8_passes_the_wer_gate_and_is_small(int8_build: dict) -> None
     assert fidelity["metric"] == "wer" and fidelity["within_budget"] is True
     assert fidelity["detail"]["clips"] == 6 and fidelity["detail"]["wer_increase"] <= 1.0
     assert {"wer_clean", "wer_snr10", "fp32_wer_clean"} <= set(fidelity["detail"])
-    assert record["metrics"]["size_ratio"] < 0.30  # both graphs INT8, the tied embedding stored once
+    # Both graphs INT8 but the encoder's fc2 MatMuls (FP32), the tied embedding stored once: ~32%.
+    assert record["metrics"]["size_ratio"] < 0.34
     assert record["metrics"]["latency"]["real_time_factor"] > 0
     passes = [(p["graph"], p["pass"]) for p in record["provenance"]["passes"]]
     assert ("encoder", "quantize-dynamic-int8") in passes and ("decoder", "quantize-dynamic-int8") in passes
