@@ -137,7 +137,9 @@ def build(
             else "latency not measured (cross-compiled; verified under emulation)"
         )
     )
-    step(f"artifact: {outcome.out_dir / record['artifact']}")
+    from compiler.inspect_model import artifact_names
+
+    step(f"artifact: {outcome.out_dir}/{artifact_names(record)}")
     step(f"report:   {outcome.out_dir / 'report.md'} (record: report.json, plot: report.png)")
     if make_bundle:
         _package(outcome.out_dir, key)

@@ -48,7 +48,7 @@ def _describe_record(path: Path) -> str:
     lines = [
         f"{record['model']['name']} {record['model']['version']} -> {target['name']} "
         f"({target['runtime']} >= {target['runtime_min_version']}, {target['precision']})",
-        f"artifact: {record['artifact']} {metrics['size_bytes'] / 1e6:.2f} MB "
+        f"artifact: {artifact_names(record)} {metrics['size_bytes'] / 1e6:.2f} MB "
         f"({100 * metrics['size_ratio']:.1f}% of FP32)",
         f"fidelity: {metrics['fidelity']['summary']}",
         f"latency: {metrics['latency']['ratio_vs_ort_fp32']:.2f}x ORT FP32 on the build host"
@@ -67,3 +67,9 @@ def _describe_record(path: Path) -> str:
 def _or_dash(value: float | int | None, spec: str, unit: str = "") -> str:
     """A compiled library has no ONNX node count; an emulated or LiteRT artifact no host latency."""
     return "-" if value is None else format(value, spec) + unit
+
+
+def artifact_names(record: dict) -> str:
+    """The artifact's file name, or both graphs' for a speech model ("encoder.onnx + decoder.onnx")."""
+    graphs = record.get("speech", {}).get("graphs")
+    return " + ".join(graphs[part] for part in ("encoder", "decoder")) if graphs else record["artifact"]
