@@ -28,7 +28,9 @@ from compiler.errors import UserError
 from compiler.progress import progress_bar, step
 from compiler.speech.testset import Clip
 
-TARGETS = ("desktop-fp32", "desktop-fp16", "desktop-int8", "desktop-int4")
+# desktop-int4 is left out: its INT4 decoder measured +7.3 WER points on 120 clips (decoder swapped
+# into the FP32 pair), far over the recipe budget of +1.0 (BUILD.md "Speech models").
+TARGETS = ("desktop-fp32", "desktop-fp16", "desktop-int8")
 FASTER_WHISPER = ("float32", "int8")
 THREADS = 1
 
@@ -208,6 +210,8 @@ def _kv_cache_table(name: str, clips: list[Clip]) -> dict[str, float]:
 
 
 def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> dict[str, Any]:
+    """Every runner on `clip_count` evenly spaced clips of the recipe's test set; prints the tables."""
+    from compiler.cache import Cache
     from compiler.speech.evaluate import spaced
     from compiler.speech.stages import SpeechSettings
     from compiler.speech.testset import build_testset
@@ -215,8 +219,6 @@ def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> d
 
     recipe = load_recipe(name)
     settings = SpeechSettings.of(recipe)
-    from compiler.cache import Cache
-
     all_clips = build_testset(settings.sentences, Cache().root / "speech-testset", settings.snrs, settings.limit)
     clips = [all_clips[i] for i in spaced(len(all_clips), clip_count)]
     audio = sum(clip.seconds for clip in clips)
