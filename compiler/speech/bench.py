@@ -14,7 +14,6 @@ prints tables and asserts nothing.
 from __future__ import annotations
 
 import json
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -167,11 +166,15 @@ def _measure_peak(spec: dict[str, Any], clips: list[Clip]) -> float | None:
 
 
 def peak_child(spec_json: str, audio_paths: list[str]) -> None:
-    """In a fresh process: load the runner, transcribe the clips, print max RSS in MB."""
+    """In a fresh process: load the runner, transcribe the clips, print the peak resident memory in
+    MB. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a big process
+    would report its parent's size."""
     run = make_runner(json.loads(spec_json))
     for index, path in enumerate(audio_paths):
         run(Clip(f"peak-{index}", "", np.load(path), "clean", "", 0))
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    status = Path("/proc/self/status").read_text()
+    peak_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+    print(peak_kb / 1024)
 
 
 def _kv_cache_table(name: str, clips: list[Clip]) -> dict[str, float]:
@@ -209,10 +212,23 @@ def _kv_cache_table(name: str, clips: list[Clip]) -> dict[str, float]:
     }
 
 
+def by_sentence(clips: list[Clip], count: int) -> list[Clip]:
+    """About `count` clips: evenly spaced sentences with every noise copy of each, so each noise
+    level has the same sentences (spacing over the interleaved list would favour one level)."""
+    from compiler.speech.evaluate import spaced
+
+    sentences: dict[str, list[Clip]] = {}
+    for clip in clips:
+        sentences.setdefault(clip.id.split("-")[0], []).append(clip)
+    groups = list(sentences.values())
+    per_sentence = max(len(group) for group in groups)
+    chosen = spaced(len(groups), max(1, count // per_sentence))
+    return [clip for index in chosen for clip in groups[index]]
+
+
 def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> dict[str, Any]:
     """Every runner on `clip_count` evenly spaced clips of the recipe's test set; prints the tables."""
     from compiler.cache import Cache
-    from compiler.speech.evaluate import spaced
     from compiler.speech.stages import SpeechSettings
     from compiler.speech.testset import build_testset
     from compiler.speech.wer import wer_by_group
@@ -220,7 +236,7 @@ def bench_speech(name: str, clip_count: int, json_path: Path | None = None) -> d
     recipe = load_recipe(name)
     settings = SpeechSettings.of(recipe)
     all_clips = build_testset(settings.sentences, Cache().root / "speech-testset", settings.snrs, settings.limit)
-    clips = [all_clips[i] for i in spaced(len(all_clips), clip_count)]
+    clips = by_sentence(all_clips, clip_count)
     audio = sum(clip.seconds for clip in clips)
     specs, failed = _specs(name)
     step(f"bench {name}: loading {len(specs)} runners")
