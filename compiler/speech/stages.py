@@ -27,6 +27,7 @@ from typing import Any
 from compiler.cache import Cache, canonical_json, sha256_bytes, sha256_file, sha256_tree, stage_key, tool_versions
 from compiler.config import ROOT, ModelRecipe, TargetSpec
 from compiler.errors import BudgetError, ConfigError, DataError
+from compiler.importers.torch_export import OPSET
 from compiler.progress import step
 from compiler.speech.evaluate import THREADS, Transcripts, score_wer, spaced, transcribe
 from compiler.speech.generate import GenerationConfig, OrtParts, Parts
@@ -47,6 +48,7 @@ IMPORT_CODE = [
     SPEECH_CODE / "importer.py",
     SPEECH_CODE / "export.py",
     ROOT / "compiler" / "importers" / "ctranslate2_whisper.py",
+    ROOT / "compiler" / "importers" / "torch_export.py",  # onnx_export
 ]
 SCORE_CODE = [*LOOP_CODE, SPEECH_CODE / "part_context.py"]
 VERIFY_CODE = [
@@ -293,7 +295,9 @@ class SpeechBuild:
     def verify(self, artifacts: dict[str, Path]) -> tuple[Fidelity, bool, Path]:
         """The WER gate on the compiled pair: every clip on this host, a spaced subset under emulation.
         Returns the fidelity, whether it came from the cache, and the per-clip transcripts file."""
-        emulated = artifact_parts(artifacts) is None
+        from compiler.runtime import runs_on_host
+
+        emulated = not all(runs_on_host(path) for path in artifacts.values())  # decided without loading them
         limit = min(self.target.emulated_batches, self.settings.emulated_clips) if emulated else None
         chosen = [self.clips[i] for i in spaced(len(self.clips), limit)]
         key = stage_key(
@@ -552,7 +556,7 @@ def _result(
         ],
         import_meta={
             "exporter": "torch.onnx.export(dynamo=False)",
-            "opset": 17,
+            "opset": OPSET,
             "export_check": build.imported.meta.get("export_check"),
         },
         record_extra={"speech": speech},
