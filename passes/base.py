@@ -67,7 +67,9 @@ class PassContext:
     """
 
     workdir: Path
-    model_family: str  # "transformer" | "cnn" | "generic"
+    # What the graph is built of, for passes whose "auto" choice depends on it: "attention" (a
+    # transformer: keep attention intact for ORT's fusions), "convolution", or "generic".
+    architecture: str
     calibration: Callable[[], list[Feeds]]
     evaluate: Callable[[onnx.ModelProto], Fidelity]
     fingerprint: str
@@ -96,8 +98,6 @@ class BasePass(ABC):
     must_precede: ClassVar[tuple[str, ...]] = ()
     # Passes that cannot be in the same list as this one.
     conflicts_with: ClassVar[tuple[str, ...]] = ()
-    # Other modules whose code changes this pass's output (shared helpers), relative to passes/.
-    extra_sources: ClassVar[tuple[str, ...]] = ()
     # What the pass needs from the context: "calibration", "evaluate", "train_data".
     needs: ClassVar[frozenset[str]] = frozenset()
 
@@ -111,12 +111,10 @@ class BasePass(ABC):
 
     @classmethod
     def fingerprint(cls) -> str:
-        """sha256 of this pass's own source file, its declared extra sources and this file."""
-        digest = hashlib.sha256()
-        here = Path(__file__).parent
-        for path in sorted({inspect.getfile(cls), __file__, *(str(here / name) for name in cls.extra_sources)}):
-            digest.update(Path(path).read_bytes())
-        return digest.hexdigest()
+        """sha256 of the code this pass runs: its module and every first-party module it imports."""
+        from compiler.engine.fingerprint import code_digest
+
+        return code_digest([cls.__module__])
 
     @classmethod
     def tool_versions(cls) -> dict[str, str]:

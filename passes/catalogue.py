@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from compiler.config import PassSpec
 from compiler.errors import ConfigError, did_you_mean
 from passes.base import BasePass, check_order, config_from_options
 from passes.convert_fp16 import ConvertFp16
@@ -15,6 +14,7 @@ from passes.prune_magnitude import PruneMagnitude
 from passes.quantize_dynamic_int8 import QuantizeDynamicInt8
 from passes.quantize_int4_weights import QuantizeInt4Weights
 from passes.quantize_static_int8 import QuantizeStaticInt8
+from passes.spec import PassSpec
 
 CATALOGUE: dict[str, type[BasePass]] = {
     p.name: p

@@ -32,7 +32,7 @@ class FoldConstants(GraphPass):
     What it does: evaluates every subgraph that depends only on constants (shape arithmetic,
     ConstantOfShape, weight transposes), stores the results as initializers and merges common
     subexpressions ("fold"); "full" also applies onnxslim's pattern rewrites (Conv+BN, Gemm,
-    reshape/transpose chains) and dead-node elimination. "auto" is "fold" for transformers,
+    reshape/transpose chains) and dead-node elimination. "auto" is "fold" for transformers (architecture "attention"),
     because the full rewrites stop the later `fuse` pass from finding attention, else "full".
     No single folded tensor may exceed `max_constant_mb`, and if the model as a whole grows by
     more than that the input is kept unchanged (stats say so).
@@ -59,7 +59,7 @@ class FoldConstants(GraphPass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config
-        level = config.level if config.level != "auto" else ("fold" if ctx.model_family == "transformer"
+        level = config.level if config.level != "auto" else ("fold" if ctx.architecture == "attention"
                                                               else "full")
         limit_bytes = int(config.max_constant_mb * _MB)
         stats: dict[str, Any] = {"level": level}

@@ -17,7 +17,7 @@ from passes.base import GraphPass, PassContext, PassResult
 class Fuse(GraphPass):
     """Fuse operators: attention/LayerNorm/GELU for transformers, Conv+BatchNormalization for CNNs.
 
-    What it does: for transformers (model_type "bert", or "auto" with model family "transformer")
+    What it does: for transformers (model_type "bert", or "auto" when the graph's architecture is "attention")
     runs onnxruntime.transformers' optimizer at opt_level 0, so only its graph-level fusions are
     applied (Attention, EmbedLayerNormalization, SkipLayerNormalization, BiasGelu) and nothing
     tied to this machine's CPU is saved. For other models ("conv-bn", or "auto") folds every
@@ -45,7 +45,7 @@ class Fuse(GraphPass):
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         model_type = self.config.model_type
         if model_type == "auto":
-            model_type = "bert" if ctx.model_family == "transformer" else "conv-bn"
+            model_type = "bert" if ctx.architecture == "attention" else "conv-bn"
         if model_type == "bert":
             return _fuse_transformer(model, ctx, self.config.embed_layer_norm)
         return _fold_conv_bn(model)

@@ -62,7 +62,6 @@ class PruneChannels(TorchPass):
 
     name: ClassVar[str] = "prune-channels"
     # The shared fine-tune loop lives there; its code changes this pass's output.
-    extra_sources: ClassVar[tuple[str, ...]] = ("classifier_training.py",)
 
     @dataclass(frozen=True)
     class Config:

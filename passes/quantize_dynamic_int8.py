@@ -55,7 +55,6 @@ class QuantizeDynamicInt8(GraphPass):
 
     name: ClassVar[str] = "quantize-dynamic-int8"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
-    extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
     conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-static-int8", "convert-fp16", "quantize-int4-weights")
 
     @dataclass(frozen=True)

@@ -41,7 +41,6 @@ class QuantizeInt4Weights(GraphPass):
     name: ClassVar[str] = "quantize-int4-weights"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "numpy")
     conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "quantize-static-int8")
-    extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
 
     @dataclass(frozen=True)
     class Config(MixedPrecisionOptions):

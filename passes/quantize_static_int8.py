@@ -57,7 +57,6 @@ class QuantizeStaticInt8(GraphPass):
 
     name: ClassVar[str] = "quantize-static-int8"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
-    extra_sources: ClassVar[tuple[str, ...]] = ("mixed_precision.py",)
     needs: ClassVar[frozenset[str]] = frozenset({"calibration"})
     conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "convert-fp16",
                                                  "quantize-int4-weights")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler import config
+from compiler.engine import config
 
 
 def variant(

@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 
-from compiler.config import ROOT
 from compiler.errors import UserError
 from compiler.progress import step
+from compiler.shipped import shipped
 
-DEFAULT_TOOLCHAINS = ROOT / ".toolchains" / "tvm-aarch64"
-RUNNER_SOURCE = ROOT / "templates" / "tvm_runner.cc"
-RUNNER_HEADER = ROOT / "templates" / "tvm_npy.h"  # shared by every runner source
+RUNNER_SOURCE = shipped("templates/tvm_runner.cc")
+RUNNER_HEADER = shipped("templates/tvm_npy.h")  # shared by every runner source
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post1"  # 0.1.15.x segfaults in JSON serialisation (DESIGN.md)
@@ -102,6 +101,13 @@ def ensure_cross_toolchain() -> dict[str, str]:
     return {**paths, "sysroot": str(SYSROOT), **versions}
 
 
+def default_toolchains() -> Path:
+    """Where the aarch64 TVM runtime and runners are kept: the workspace's .toolchains/tvm-aarch64."""
+    from compiler import workspace
+
+    return workspace.current().toolchains / "tvm-aarch64"
+
+
 def cross_compiler() -> Any:
     """TVM's `fcompile` for export_library that links with the AArch64 g++ (installed if missing)."""
     import tvm.support.cc
@@ -109,8 +115,9 @@ def cross_compiler() -> Any:
     return tvm.support.cc.cross_compiler(ensure_cross_toolchain()["gxx"])
 
 
-def device_files(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> dict[str, tuple[Path, str]]:
+def device_files(toolchains_dir: Path | None = None) -> dict[str, tuple[Path, str]]:
     """Files an ARM64 bundle carries beside the model: name -> (path, manifest role)."""
+    toolchains_dir = toolchains_dir or default_toolchains()
     libs = tvm_runtime_libs(toolchains_dir)
     return {
         "libtvm_runtime.so": (libs / "libtvm_runtime.so", "runtime"),
@@ -132,12 +139,13 @@ def _extract(wheel: Path, wanted: dict[str, str], dest: Path) -> None:
                     out.write_bytes(archive.read(name))
 
 
-def tvm_runtime_libs(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
+def tvm_runtime_libs(toolchains_dir: Path | None = None) -> Path:
     """A directory with the aarch64 libtvm_runtime.so, libtvm_ffi.so and their C++ headers (include/).
 
     Downloaded once from PyPI (apache-tvm and apache-tvm-ffi aarch64 wheels, pinned versions) and
     kept under `toolchains_dir`; later calls return the cached directory without network access.
     """
+    toolchains_dir = toolchains_dir or default_toolchains()
     final = toolchains_dir / f"runtime-tvm{TVM_VERSION}-ffi{TVM_FFI_VERSION}"
     if (final / "libtvm_runtime.so").is_file():
         return final
@@ -167,13 +175,14 @@ def tvm_runtime_libs(toolchains_dir: Path = DEFAULT_TOOLCHAINS) -> Path:
     return final
 
 
-def build_runner(toolchains_dir: Path = DEFAULT_TOOLCHAINS, source: Path = RUNNER_SOURCE) -> Path:
+def build_runner(toolchains_dir: Path | None = None, source: Path = RUNNER_SOURCE) -> Path:
     """An aarch64 runner executable (default `tvm_runner`), compiled from `source` (a templates/*.cc
     that includes tvm_npy.h) once per source + toolchain.
 
     The runner sits next to copies of libtvm_runtime.so and libtvm_ffi.so and finds them through
     rpath $ORIGIN, as it would on a device.
     """
+    toolchains_dir = toolchains_dir or default_toolchains()
     tools = ensure_cross_toolchain()
     runtime = tvm_runtime_libs(toolchains_dir)
     digest = hashlib.sha256(source.read_bytes() + b"\0" + RUNNER_HEADER.read_bytes())
@@ -209,10 +218,11 @@ def run_batches_under_qemu(
     model_so: Path,
     batches: list[dict[str, np.ndarray]],
     timeout_s: int = 3600,
-    toolchains_dir: Path = DEFAULT_TOOLCHAINS,
+    toolchains_dir: Path | None = None,
 ) -> list[list[np.ndarray]]:
     """Outputs of `model_so`'s `main` for every batch, in one qemu-aarch64 process (the model is
     loaded once: verification runs hundreds of batches and a process start costs ~0.3 s)."""
+    toolchains_dir = toolchains_dir or default_toolchains()
     if not is_aarch64_elf(model_so):
         raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
     tools = ensure_cross_toolchain()
@@ -253,7 +263,7 @@ def run_under_qemu(
     inputs: dict[str, np.ndarray],
     output_count: int | None = None,
     timeout_s: int = 600,
-    toolchains_dir: Path = DEFAULT_TOOLCHAINS,
+    toolchains_dir: Path | None = None,
 ) -> list[np.ndarray]:
     """Outputs of the aarch64 Relax `model_so`'s `main` on `inputs`, executed under qemu-aarch64-static.
 
@@ -261,6 +271,7 @@ def run_under_qemu(
     graph's input order for an imported model). A tuple result comes back flattened. When
     `output_count` is given, a different number of outputs is an error.
     """
+    toolchains_dir = toolchains_dir or default_toolchains()
     if not is_aarch64_elf(model_so):
         raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
     tools = ensure_cross_toolchain()

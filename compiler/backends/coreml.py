@@ -33,19 +33,16 @@ import warnings
 import zipfile
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 
-from compiler.config import ModelRecipe
+from compiler.backends.base import Backend, CompileRequest, Execution, Feeds, Outputs, read_io_record, write_io_record
 from compiler.errors import ConfigError, ModelError
 from compiler.progress import step
 
-TOOLS = ("coremltools", "torch", "transformers")
-FINGERPRINT_FILES = (Path(__file__), Path(__file__).with_name("mil_interpreter.py"))
 ARTIFACT_NAME = "model.mlpackage.zip"
-IO_RECORD = "io.json"
 # Core ML model spec version -> the iOS release that first runs it (coremltools' target table).
 IOS_FOR_SPEC = {6: 15, 7: 16, 8: 17, 9: 18}
 WEIGHT_OPS = ("linear", "conv", "gather")  # the ops whose constant inputs are weights
@@ -71,10 +68,6 @@ class SingleOutput(torch.nn.Module):
         return out[0] if isinstance(out, tuple | list) and len(out) == 1 else out
 
 
-def key_config(precision: str, shapes: dict[str, list[int]], minimum_ios: str) -> dict[str, Any]:
-    return {"runtime": "coreml", "precision": precision, "shapes": shapes, "minimum_ios": minimum_ios}
-
-
 def deployment_target(minimum_ios: str) -> Any:
     import coremltools as ct
 
@@ -85,8 +78,67 @@ def deployment_target(minimum_ios: str) -> Any:
     return target
 
 
+class CoreMlBackend(Backend):
+    """`runtime = { name = "coreml" }`: an ML Program converted from the PyTorch model, shipped zipped."""
+
+    runtime: ClassVar[str] = "coreml"
+    tools: ClassVar[tuple[str, ...]] = ("coremltools", "torch", "transformers")
+    untimed_summary: ClassVar[str] = "Core ML: verified in a reference interpreter; its speed is the iPhone's"
+    bench_note: ClassVar[str] = "fidelity from the MIL reference interpreter; no latency off Apple hardware"
+    converts_from: ClassVar[Literal["onnx", "pytorch"]] = "pytorch"
+
+    def check_request(self, request: CompileRequest) -> None:
+        if request.passes_applied:
+            raise ConfigError(
+                f"{self.target.path}: Core ML targets convert the PyTorch model, so ONNX passes "
+                f"({', '.join(request.passes_applied)}) would not reach the artifact; remove them "
+                "(compression is the target's precision)"
+            )
+        if request.torch_module is None:
+            raise ConfigError(
+                f"{request.name}: Core ML targets convert from PyTorch (coremltools has no ONNX frontend); "
+                "this build starts from an ONNX file; give a recipe with a torch or huggingface source, "
+                "or pick an android-* target"
+            )
+
+    def key_config(self, request: CompileRequest) -> dict[str, Any]:
+        """Converts the PyTorch model: the import digest (the graph's) stands for it."""
+        return {
+            "runtime": self.runtime,
+            "precision": self.target.precision,
+            "shapes": request.shapes,
+            "minimum_ios": self.target.runtime_min_version,
+        }
+
+    def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
+        assert request.torch_module is not None  # check_request refused it
+        step("coreml: loading the PyTorch model")
+        module = SingleOutput(request.torch_module().eval()).eval()
+        return compile_model(
+            module, request, self.target.precision, self.target.runtime_min_version, directory
+        )
+
+    def execution(self, artifact: Path) -> Execution:
+        return Execution("interpreter", "run in the MIL reference interpreter")
+
+    def outputs_for(self, artifact: Path, batches: list[Feeds]) -> Outputs:
+        from compiler.backends.static_shapes import run_static
+
+        io = read_io_record(artifact)
+        return run_static(io["input_shapes"], batches, lambda padded: outputs_for(artifact, padded, io["onnx_outputs"]))
+
+    def shipped_name(self, stem: str, artifact: Path) -> str:
+        return f"{stem}.mlpackage.zip"
+
+    def not_timed(self, artifact: Path) -> str:
+        return (
+            "not measured: Core ML runs only on Apple devices; here the package was executed by a "
+            "reference interpreter to be verified, and its time says nothing about an iPhone"
+        )
+
+
 def compile_model(
-    recipe: ModelRecipe, precision: str, shapes: dict[str, list[int]], minimum_ios: str, directory: Path
+    module: Any, request: CompileRequest, precision: str, minimum_ios: str, directory: Path
 ) -> dict[str, Any]:
     """Write `directory/model.mlpackage.zip` (+ io.json) and return the backend's meta."""
     import coremltools as ct
@@ -94,10 +146,10 @@ def compile_model(
     if precision not in ("fp16", "int8"):
         raise ConfigError(f"the Core ML backend builds fp16 or int8 (INT8 weights, FP16 compute), not '{precision}'")
     target = deployment_target(minimum_ios)
-    module = _load_module(recipe)
-    names = [spec.name for spec in recipe.inputs]
-    dtypes = {spec.name: _coreml_dtype(spec.dtype) for spec in recipe.inputs}
-    output_names = [spec.name for spec in recipe.outputs] or ["output"]
+    shapes = request.shapes
+    names = [spec.name for spec in request.inputs]
+    dtypes = {spec.name: _coreml_dtype(spec.dtype) for spec in request.inputs}
+    output_names = list(request.output_names) or ["output"]
     example = tuple(_example(shapes[name], dtypes[name]) for name in names)
     step(f"coreml: torch.export at {shapes} and conversion to an ML Program (FP16 compute, iOS {minimum_ios})")
     with warnings.catch_warnings(), contextlib.redirect_stderr(StringIO()):
@@ -115,7 +167,7 @@ def compile_model(
             )
         except Exception as error:  # torch.export and coremltools raise many unrelated types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ModelError(f"{recipe.name}: Core ML conversion failed: {first}") from error
+            raise ModelError(f"{request.name}: Core ML conversion failed: {first}") from error
         if precision == "int8":
             step(f"coreml: INT8 weights (linear symmetric, per channel) on {', '.join(WEIGHT_OPS)} only")
             model = quantize_weights(model)
@@ -129,7 +181,7 @@ def compile_model(
     inputs = [{"name": n, "dtype": np.dtype(dtypes[n]).name, "shape": shapes[n]} for n in names]
     outputs = [{"name": n, **meta["outputs"][n]} for n in output_names]
     io = {"inputs": inputs, "outputs": outputs, "input_shapes": shapes, "onnx_outputs": output_names}
-    (directory / IO_RECORD).write_text(json.dumps(io, indent=1, sort_keys=True) + "\n")
+    write_io_record(directory, io)
     versions = _versions()
     return {
         "artifact": ARTIFACT_NAME,
@@ -264,7 +316,7 @@ def outputs_for(archive: Path, batches: list[dict[str, np.ndarray]], output_name
     NaN or infinity fails the build (a compressed non-weight constant is the usual cause)."""
     from compiler.backends import mil_interpreter
 
-    io = json.loads(archive.with_name(IO_RECORD).read_text())
+    io = read_io_record(archive)
     dtypes = {entry["name"]: entry["dtype"] for entry in io["inputs"]}
     with tempfile.TemporaryDirectory(prefix="edgebuild-coreml-run-") as tmp:
         program = mil_interpreter.load_program(unzip_package(archive, Path(tmp)))
@@ -283,26 +335,6 @@ def outputs_for(archive: Path, batches: list[dict[str, np.ndarray]], output_name
                 row.append(value)
             results.append(row)
     return results
-
-
-def _load_module(recipe: ModelRecipe) -> Any:
-    """The recipe's PyTorch model in eval mode (what the importer exports), taking positional inputs."""
-    if recipe.source_kind == "onnx":
-        raise ConfigError(
-            f"{recipe.name}: Core ML targets convert from PyTorch (coremltools has no ONNX frontend); "
-            "this build starts from an ONNX file; give a recipe with a torch or huggingface source, "
-            "or pick an android-* target"
-        )
-    step(f"coreml: loading {recipe.name}'s PyTorch model")
-    if recipe.source_kind == "torch":
-        from compiler.importers.torch_factory import load_factory_module
-
-        module = load_factory_module(recipe)
-    else:
-        from compiler.importers.huggingface import load_huggingface_module
-
-        module, _ = load_huggingface_module(recipe)
-    return SingleOutput(module.eval()).eval()
 
 
 def _example(shape: list[int], dtype: type) -> torch.Tensor:

@@ -10,14 +10,13 @@ layout optimisations at load time.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import onnxruntime as ort
 
-from compiler.config import TargetSpec
+from compiler.backends.base import Backend, CompiledGraph, CompileRequest
+from compiler.progress import step
 
-TOOLS = ("onnxruntime", "onnx")
-FINGERPRINT_FILES = (Path(__file__),)
 ARTIFACT_NAME = "model.onnx"
 
 _LEVELS = {
@@ -27,18 +26,53 @@ _LEVELS = {
 }
 
 
-def compile_model(model_path: Path, target: TargetSpec, directory: Path) -> dict[str, Any]:
-    """Write `directory/model.onnx`, optimised offline at the target's level."""
-    output = directory / ARTIFACT_NAME
-    options = ort.SessionOptions()
-    options.graph_optimization_level = _LEVELS[target.graph_optimization]
-    options.optimized_model_filepath = str(output)
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-    return {
-        "artifact": ARTIFACT_NAME,
-        "runtime": "onnxruntime",
-        "runtime_version": ort.__version__,
-        "graph_optimization": target.graph_optimization,
-    }
+def signature_of(artifact: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Inputs and outputs as ONNX Runtime reports them (dtype "tensor(float)", symbolic dims kept)."""
+    from compiler.ort_session import session
+
+    sess = session(artifact)
+    inputs = [{"name": i.name, "dtype": i.type, "shape": i.shape} for i in sess.get_inputs()]
+    outputs = [{"name": o.name, "dtype": o.type, "shape": o.shape} for o in sess.get_outputs()]
+    return inputs, outputs
+
+
+class OrtBackend(Backend):
+    """`runtime = { name = "onnxruntime" }`: an .onnx file, optimised offline at the target's level."""
+
+    runtime: ClassVar[str] = "onnxruntime"
+    tools: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx")
+    capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})
+    graph_artifact: ClassVar[bool] = True
+
+    def key_config(self, request: CompileRequest) -> dict[str, Any]:
+        return {"runtime": self.runtime, "level": self.target.graph_optimization}
+
+    def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
+        """Write `directory/model.onnx`, optimised offline at the target's level."""
+        level = self.target.graph_optimization
+        step(f"compiling for {self.runtime} (graph optimisation: {level})")
+        output = directory / ARTIFACT_NAME
+        options = ort.SessionOptions()
+        options.graph_optimization_level = _LEVELS[level]
+        options.optimized_model_filepath = str(output)
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 3
+        ort.InferenceSession(str(request.model), options, providers=["CPUExecutionProvider"])
+        return {
+            "artifact": ARTIFACT_NAME,
+            "runtime": self.runtime,
+            "runtime_version": ort.__version__,
+            "graph_optimization": level,
+        }
+
+    def signature(self, compiled: CompiledGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return signature_of(compiled.artifact)
+
+    def compile_stats(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"graph_optimization": self.target.graph_optimization}
+
+    def recorded_graph_optimization(self) -> str | None:
+        return self.target.graph_optimization
+
+
+__all__ = ["OrtBackend", "signature_of"]

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import flatbuffers
 import onnxruntime as ort
@@ -35,11 +35,10 @@ from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (
     OpIdKernelTypeStrArgsEntry,
 )
 
+from compiler.backends.base import Backend, CompiledGraph, CompileRequest
 from compiler.errors import ModelError
 from compiler.progress import step
 
-TOOLS = ("onnxruntime", "onnx", "flatbuffers")
-FINGERPRINT_FILES = (Path(__file__),)
 ARTIFACT_NAME = "model.ort"
 OPS_CONFIG = "required_operators_and_types.config"
 CONVERT_TIMEOUT_S = 1800
@@ -47,8 +46,24 @@ _IDENTIFIER = b"ORTM"
 _SESSION_FIELDS = {"ort_version": 4, "model": 6, "kernel_type_str_resolver": 10}  # vtable offsets
 
 
-def key_config(precision: str) -> dict[str, Any]:
-    return {"runtime": "onnxruntime-mobile", "precision": precision, "style": "Runtime", "platform": "arm"}
+class OrtMobileBackend(Backend):
+    """`runtime = { name = "onnxruntime-mobile" }`: an .ort file plus its reduced-build operator config."""
+
+    runtime: ClassVar[str] = "onnxruntime-mobile"
+    tools: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx", "flatbuffers")
+    capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})
+    bench_note: ClassVar[str] = "latency: host ORT running the .ort file (Runtime-style, x86), not a phone figure"
+
+    def key_config(self, request: CompileRequest) -> dict[str, Any]:
+        return {"runtime": self.runtime, "precision": self.target.precision, "style": "Runtime", "platform": "arm"}
+
+    def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
+        return compile_model(request.model, directory)
+
+    def signature(self, compiled: CompiledGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        from compiler.backends.ort import signature_of
+
+        return signature_of(compiled.artifact)
 
 
 def compile_model(model_path: Path, directory: Path) -> dict[str, Any]:

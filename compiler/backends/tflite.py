@@ -12,37 +12,87 @@ the toolchain, binding inputs and outputs by name (onnx2tf makes image inputs NH
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from compiler.backends.base import (
+    Backend,
+    CompiledGraph,
+    CompileRequest,
+    Execution,
+    Feeds,
+    Outputs,
+    read_io_record,
+    write_io_record,
+)
 from compiler.errors import UserError
 from compiler.progress import step
+from compiler.shipped import package_file
 from compiler.toolchains import Toolchain
 
 TOOLCHAIN = Toolchain("tflite")
-WORKER = Path(__file__).parent.parent / "toolchains" / "tflite_worker.py"
-TOOLS: tuple[str, ...] = ("onnxslim",)
-FINGERPRINT_FILES = (Path(__file__), WORKER)
+WORKER = package_file("compiler/toolchains/tflite_worker.py")
 ARTIFACT_NAME = "model.tflite"
-IO_RECORD = "io.json"
 CONVERT_TIMEOUT_S = 1800
 RUN_TIMEOUT_S = 1800
 
 
-def key_config(precision: str, shapes: dict[str, list[int]]) -> dict[str, Any]:
-    """What the compile stage's cache key holds beyond the model: the toolchain's lock, precision, shapes."""
-    return {"runtime": "litert", "toolchain": TOOLCHAIN.digest(), "precision": precision, "shapes": shapes}
+class LiteRtBackend(Backend):
+    """`runtime = { name = "litert" }`: a .tflite converted by onnx2tf, run by LiteRT in its toolchain."""
+
+    runtime: ClassVar[str] = "litert"
+    tools: ClassVar[tuple[str, ...]] = ("onnxslim",)
+    untimed_summary: ClassVar[str] = "LiteRT model: its speed is the phone's"
+    bench_note: ClassVar[str] = (
+        "latency: host LiteRT (XNNPACK) vs ORT FP32 in the toolchain process, not a phone figure"
+    )
+    times_off_host: ClassVar[bool] = True
+
+    def time_against_ort(
+        self, onnx_path: Path, artifacts: dict[str, Path], feeds: Feeds, repeats: int
+    ) -> dict[str, float] | None:
+        return time_against_ort(onnx_path, artifacts, feeds, repeats)
+
+    def key_config(self, request: CompileRequest) -> dict[str, Any]:
+        """The toolchain's lock, precision and shapes (the toolchain's pins are in its lock)."""
+        return {
+            "runtime": self.runtime,
+            "toolchain": TOOLCHAIN.digest(),
+            "precision": self.target.precision,
+            "shapes": request.shapes,
+        }
+
+    def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
+        calibration = request.calibration() if self.target.precision == "int8" else {}
+        return compile_model(request.model, self.target.precision, request.shapes, calibration, directory)
+
+    def execution(self, artifact: Path) -> Execution:
+        return Execution("toolchain", "run by LiteRT in the pinned tflite toolchain")
+
+    def outputs_for(self, artifact: Path, batches: list[Feeds]) -> Outputs:
+        from compiler.backends.static_shapes import run_static
+
+        io = read_io_record(artifact)
+        return run_static(io["input_shapes"], batches, lambda padded: outputs_for(artifact, padded, io["onnx_outputs"]))
+
+    def signature(self, compiled: CompiledGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return compiled.meta["inputs"], compiled.meta["outputs"]
+
+    def not_timed(self, artifact: Path) -> str:
+        return (
+            "not measured at build time: LiteRT runs in its own toolchain process; a phone's latency "
+            "can only be measured on the phone"
+        )
 
 
 def compile_model(
     model_path: Path, precision: str, shapes: dict[str, list[int]], calibration: dict[str, np.ndarray], directory: Path
 ) -> dict[str, Any]:
     """Write `directory/model.tflite` (+ io.json) and return the backend's meta."""
-    from compiler.backends.tvm_build import fold_static
+    from compiler.backends.static_shapes import fold_static
 
     if precision not in ("fp32", "fp16", "int8"):
         raise UserError(f"the LiteRT backend builds fp32, fp16 or int8 models, not '{precision}'")
@@ -75,7 +125,7 @@ def compile_model(
     onnx_outputs = [o.name for o in onnx.load(str(model_path), load_external_data=False).graph.output]
     io = {"inputs": result["inputs"], "outputs": result["outputs"], "input_shapes": shapes}
     io["onnx_outputs"] = onnx_outputs  # the order the pipeline compares outputs in
-    (directory / IO_RECORD).write_text(json.dumps(io, indent=1, sort_keys=True) + "\n")
+    write_io_record(directory, io)
     return {
         "artifact": ARTIFACT_NAME,
         "runtime": "litert",

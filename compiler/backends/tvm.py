@@ -1,302 +1,223 @@
-"""Apache TVM backend: constant-folded ONNX with static shapes -> one `model.so` for a CPU target.
+"""Apache TVM backend: a target file -> one tuned `model.so` per graph, run natively or under qemu.
 
-The Relax ONNX frontend imports the graph with every input dim fixed (tuning crashes on dynamic
-shapes, so one artifact serves one shape); `DecomposeOpsForInference` plus the "zero" pipeline
-legalise and fuse it (the default CPU pipeline does no fusion). MetaSchedule records from the
-per-target database (see `tvm_tuning`) are applied before `tvm.compile`; workloads without
-records compile to naive loops, which run far slower than ONNX Runtime, so an untuned build is
-for correctness, not speed. Code and weights go into one shared library, linked by the host
-compiler or, for a foreign ISA, by the `cross_compiler` the caller passes.
+A target file says what to build for (`platform.triple`, `cpu`, `mattr`), how much to tune
+(`[tune] trials`, `max_trials_per_task`, `runner`); the build gives the static shapes (the
+recipe's benchmark shapes: one tuned artifact per shape). The tuning database lives in the cache,
+one per hardware target (`cache/tuning/<sha256 of the full TVM target>`), so records are reused
+by later builds and by other models with the same workloads, and never by another target.
+A library for the host's ISA runs in this process (TVM's Relax VM); one for AArch64 is
+cross-compiled and runs under qemu-aarch64 (aarch64.py), untimed. tvm_relax.py does the compiling.
 """
 
 from __future__ import annotations
 
+import os
 import platform
-import time
-import tomllib
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
-import onnx
+from compiler.backends.base import (
+    Backend,
+    CompiledGraph,
+    CompileRequest,
+    Execution,
+    Feeds,
+    Outputs,
+    Predict,
+    Shipped,
+    read_io_record,
+    write_io_record,
+)
+from compiler.digests import canonical_json, sha256_bytes, sha256_tree, tool_versions
+from compiler.engine.specs import TargetSpec
+from compiler.errors import ConfigError
 
-from compiler import progress
-from compiler.backends import tvm_tuning
-from compiler.errors import UserError
-
-TOOLS = ("apache-tvm", "apache-tvm-ffi")
-FINGERPRINT_FILES = (Path(__file__), Path(tvm_tuning.__file__))
-ARTIFACT_NAME = "model.so"
-
-# A target's mcpu that any CPU of its ISA runs (anything else may use instructions the host lacks).
-_GENERIC_CPUS = {"generic", "x86-64"}
-_ARCH_OF_MACHINE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
-_X86_ISA_PREFIXES = ("sse", "ssse3", "avx", "fma", "f16c", "bmi", "amx", "popcnt", "aes", "sha_ni", "vaes", "vpclmul")
-
-
-class TvmError(UserError):
-    """TVM cannot build this model for this target (unsupported op, bad shapes, failed tuning)."""
-
-
-@dataclass(frozen=True)
-class TvmTarget:
-    """An LLVM CPU target; `mcpu` None means the build machine's CPU for a host triple."""
-
-    kind: str
-    mtriple: str
-    mcpu: str | None
-    mattr: tuple[str, ...]
-    num_cores: int
-
-    @property
-    def arch(self) -> str:
-        return self.mtriple.split("-", 1)[0]
-
-    def resolved_mcpu(self) -> str | None:
-        """The CPU name LLVM generates code for: None -> the host CPU (x86 host) or generic."""
-        if self.mcpu is not None:
-            return self.mcpu
-        if self.arch == _host_arch():
-            from tvm.target import codegen
-
-            return str(codegen.llvm_get_system_cpu())
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        """The dict for tvm.target.Target; JSON-able and complete, so it can key caches."""
-        target: dict[str, Any] = {"kind": self.kind, "mtriple": self.mtriple, "num-cores": self.num_cores}
-        mcpu = self.resolved_mcpu()
-        if mcpu:
-            target["mcpu"] = mcpu
-        if self.mattr:
-            target["mattr"] = list(self.mattr)
-        return target
-
-    def is_host(self) -> bool:
-        """True when code built for this target runs on this machine."""
-        if self.kind != "llvm" or self.arch != _host_arch():
-            return False
-        host_cpu = TvmTarget(self.kind, self.mtriple, None, (), self.num_cores).resolved_mcpu()
-        return self.mcpu is None or self.mcpu in _GENERIC_CPUS or self.mcpu == host_cpu
+THREADS_ENV = "TVM_NUM_THREADS"
+QEMU = Execution("emulated", "run under qemu-aarch64")
 
 
-@dataclass(frozen=True)
-class TuneOptions:
-    """The tuning budget, and where candidates run: "local" (this host) or "rpc" (the devices
-    registered under `key` at the TVM RPC tracker `tracker`, HOST:PORT)."""
+def tvm_target(spec: TargetSpec) -> Any:
+    """The TvmTarget for a target file (platform.triple, cpu, mattr)."""
+    from compiler.backends.tvm_relax import TvmTarget
 
-    trials: int
-    max_trials_per_task: int | None
-    runner: str = "local"
-    tracker: str | None = None
-    key: str | None = None
+    platform_table = spec.platform
+    triple = platform_table.get("triple") or f"{platform_table['arch']}-linux-gnu"
+    if not triple.startswith(("x86_64", "aarch64")):
+        raise ConfigError(f"{spec.path}: platform.triple '{triple}': the TVM backend builds x86_64 and aarch64 Linux")
+    cpu = platform_table.get("cpu")
+    mattr = platform_table.get("mattr", [])
+    if not isinstance(mattr, list) or not all(isinstance(a, str) for a in mattr):
+        raise ConfigError(f"{spec.path}: field 'platform.mattr' must be a list such as [\"+neon\"]")
+    cores = int(os.environ.get(THREADS_ENV, "0")) or os.cpu_count() or 1
+    return TvmTarget(
+        kind="llvm",
+        mtriple=triple,
+        mcpu=None if cpu in (None, "generic", "native") else cpu,
+        mattr=tuple(mattr),
+        num_cores=cores,
+    )
 
-    def rpc(self) -> tvm_tuning.RpcTracker | None:
-        if self.runner == "local":
-            return None
-        if self.runner != "rpc":
-            raise TvmError(f'TVM tuning runner \'{self.runner}\' is unknown; use "local" or "rpc"')
-        if not self.tracker or not self.key:
-            raise TvmError('[tune] runner = "rpc" needs tracker = "HOST:PORT" and key = "<device key>"')
-        return tvm_tuning.RpcTracker.parse(self.tracker, self.key)
+
+def with_trials(spec: TargetSpec, trials: int | None) -> TargetSpec:
+    """`spec` with `[tune] trials` overridden (`--tune-trials`); unchanged when None."""
+    if trials is None:
+        return spec
+    if trials < 0:
+        raise ConfigError(f"--tune-trials must be 0 (untuned) or more, got {trials}")
+    return replace(spec, tune={**spec.tune, "trials": trials})
+
+
+def with_rpc(spec: TargetSpec, tracker: str | None, key: str | None) -> TargetSpec:
+    """`spec` tuned through a TVM RPC tracker (`--rpc-tracker HOST:PORT --rpc-key KEY`); unchanged
+    when neither is given."""
+    if tracker is None and key is None:
+        return spec
+    if not tracker or not key:
+        raise ConfigError("--rpc-tracker HOST:PORT and --rpc-key KEY go together")
+    from compiler.backends.tvm_tuning import RpcTracker
+
+    RpcTracker.parse(tracker, key)  # a malformed address fails here, before any build work
+    return replace(spec, tune={**spec.tune, "runner": "rpc", "tracker": tracker, "key": key})
+
+
+def database_dir(cache_root: Path, target: Any) -> Path:
+    """The tuning database of one hardware target (keyed by the full TVM target, not its name)."""
+    return cache_root / "tuning" / sha256_bytes(canonical_json(target.as_dict()).encode())
 
 
 def _host_arch() -> str:
     machine = platform.machine().lower()
-    return _ARCH_OF_MACHINE.get(machine, machine)
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
-def host_isa_features() -> list[str]:
-    """The host's SIMD/crypto ISA extensions from /proc/cpuinfo (x86 flags or ARM Features)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return sorted({f for f in value.split() if f.startswith(_X86_ISA_PREFIXES)})
-        if key.strip() == "Features":
-            return sorted(set(value.split()))
-    return []
+class TvmBackend(Backend):
+    """`runtime = { name = "tvm" }`: a Relax library compiled (and tuned) for the target's CPU."""
 
+    runtime: ClassVar[str] = "tvm"
+    tools: ClassVar[tuple[str, ...]] = ("apache-tvm", "apache-tvm-ffi")
+    capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})
+    untimed_summary: ClassVar[str] = "cross-compiled; verified under emulation"
+    tunable: ClassVar[bool] = True
 
-def _ort_targets() -> str:
-    """Names of the project's targets that run ONNX Runtime, for error messages."""
-    from compiler.config import ROOT
+    @classmethod
+    def tuned(
+        cls, target: TargetSpec, trials: int | None, tracker: str | None = None, key: str | None = None
+    ) -> TargetSpec:
+        return with_rpc(with_trials(target, trials), tracker, key)
 
-    names = []
-    for path in sorted((ROOT / "targets").glob("*.toml")):
+    def check_target(self) -> None:
+        tvm_target(self.target)  # triple and mattr are checked before any work
+
+    def key_config(self, request: CompileRequest) -> dict[str, Any]:
+        """Target, tuning budget and shapes. Untuned builds (trials = 0) use whatever the database
+        holds, so its content is part of the key; a tuned build is identified by its budget (it
+        adds records to the database as it runs)."""
+        spec = self.target
+        target = tvm_target(spec)
+        config: dict[str, Any] = {
+            "runtime": "tvm",
+            "target": target.as_dict(),
+            "tune": spec.tune,
+            "shapes": request.shapes,
+        }
+        if spec.tune["trials"] == 0:
+            database = database_dir(request.cache_root, target)
+            config["database"] = sha256_tree([database]) if database.is_dir() else "empty"
+        config["onnxslim"] = tool_versions("onnxslim")
+        return config
+
+    def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
+        """`model.so` + io.json for the target; the graph is folded again at the static shapes first."""
+        from compiler.backends import tvm_relax
+        from compiler.backends.static_shapes import fold_static
+
+        spec, shapes = self.target, request.shapes
+        target = tvm_target(spec)
+        tune = tvm_relax.TuneOptions(
+            trials=spec.tune["trials"],
+            max_trials_per_task=spec.tune.get("max_trials_per_task"),
+            runner=spec.tune.get("runner", "local"),
+            tracker=spec.tune.get("tracker"),
+            key=spec.tune.get("key"),
+        )
+        cross, execution = None, None
+        if not target.is_host():
+            from compiler.backends import aarch64
+
+            cross = aarch64.cross_compiler()
+            tools = aarch64.ensure_cross_toolchain()
+            execution = (
+                f"cross-compiled with {tools['gxx_version']}; verified by executing it under "
+                f"{tools['qemu_version']} (emulated: no timings)"
+            )
+        database = database_dir(request.cache_root, target)
+        database.mkdir(parents=True, exist_ok=True)
+        static = directory / "static.onnx"
+        fold_static(request.model, shapes, static)
         try:
-            runtime = tomllib.loads(path.read_text()).get("runtime", {})
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        name = runtime.get("name") if isinstance(runtime, dict) else runtime
-        if name == "onnxruntime":
-            names.append(path.stem)
-    return ", ".join(names) if names else "a target with runtime onnxruntime"
+            meta: dict[str, Any] = tvm_relax.compile_model(static, shapes, target, tune, database, directory, cross)
+        finally:
+            static.unlink(missing_ok=True)
+        write_io_record(directory, {key: meta[key] for key in ("inputs", "outputs", "input_shapes", "target")})
+        if target.mtriple.startswith("x86_64"):
+            meta["isa_features"] = tvm_relax.host_isa_features()
+        if execution:
+            meta["execution"] = execution
+        return meta
 
+    def execution(self, artifact: Path) -> Execution:
+        triple = read_io_record(artifact)["target"]["mtriple"]
+        return Execution("host") if triple.split("-")[0] == _host_arch() else QEMU
 
-def _tensor_specs(model: onnx.ModelProto, shapes: dict[str, list[int]]) -> list[dict[str, Any]]:
-    initializers = {i.name for i in model.graph.initializer}
-    specs = []
-    for value in model.graph.input:
-        if value.name in initializers:
-            continue
-        dtype = str(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)))
-        if value.name not in shapes:
-            raise TvmError(f"TVM needs a static shape for input '{value.name}'; got shapes for {sorted(shapes)}")
-        shape = [int(d) for d in shapes[value.name]]
-        rank = len(value.type.tensor_type.shape.dim)
-        if len(shape) != rank or any(d <= 0 for d in shape):
-            raise TvmError(f"input '{value.name}' has rank {rank}; shape {shape} must give {rank} positive dims")
-        specs.append({"name": value.name, "dtype": dtype, "shape": shape})
-    return specs
+    def predictor(self, artifact: Path, threads: int = 1) -> Predict:
+        """The library in TVM's Relax VM at the static shapes of its io.json."""
+        from compiler.backends import tvm_relax
+        from compiler.backends.static_shapes import pad_to_static
 
+        io = read_io_record(artifact)
+        names = [entry["name"] for entry in io["inputs"]]
+        return pad_to_static(tvm_relax.load_runner(artifact, names), io["input_shapes"])
 
-def _import(model: onnx.ModelProto, model_path: Path, inputs: list[dict[str, Any]]) -> Any:
-    """ONNX -> Relax IRModule with static shapes; unsupported ops become one-line user errors."""
-    import tvm
-    from tvm.relax.frontend.onnx import from_onnx
+    def outputs_for(self, artifact: Path, batches: list[Feeds]) -> Outputs:
+        if self.execution(artifact).where == "host":
+            return super().outputs_for(artifact, batches)
+        from compiler.backends import aarch64
+        from compiler.backends.static_shapes import run_static
 
-    try:
-        return from_onnx(
-            model,
-            shape_dict={i["name"]: i["shape"] for i in inputs},
-            dtype_dict={i["name"]: i["dtype"] for i in inputs},
+        io = read_io_record(artifact)
+        names = [entry["name"] for entry in io["inputs"]]  # main's parameter order
+
+        def under_qemu(padded: list[Feeds]) -> Outputs:
+            # Positional arguments: io.json's input_shapes keys are sorted, not in main's order.
+            return aarch64.run_batches_under_qemu(artifact, [{n: full[n] for n in names} for full in padded])
+
+        return run_static(io["input_shapes"], batches, under_qemu)
+
+    def run_program(self, artifact: Path, source: Path, arguments: list[str], timeout_s: int) -> None:
+        """Build `source` against the TVM runtime for AArch64 and run it under qemu-aarch64."""
+        from compiler.backends import aarch64
+
+        if self.execution(artifact).where == "host":
+            raise ConfigError(f"{artifact.name} runs on this host: call it through predictor(), not a native program")
+        tools = aarch64.ensure_cross_toolchain()
+        runner = aarch64.build_runner(source=source)
+        aarch64.run_runner(tools, runner, artifact, artifact.parent, artifact.parent, timeout_s, arguments)
+
+    def ship(self, compiled: CompiledGraph, name: str, prefix: str = "") -> dict[str, Shipped]:
+        """The library, and for a board the TVM runtime + the C++ loader sources it needs."""
+        files = super().ship(compiled, name, prefix)
+        if self.execution(compiled.artifact).where != "host":
+            from compiler.backends import aarch64
+
+            files.update({n: Shipped(path, role) for n, (path, role) in sorted(aarch64.device_files().items())})
+        return files
+
+    def not_timed(self, artifact: Path) -> str:
+        return (
+            "not measured: the artifact is for another ISA and ran under qemu-aarch64 only to be "
+            "verified; emulated timings say nothing about the device"
         )
-    except tvm.error.OpNotImplemented as error:
-        detail = str(error).strip().splitlines()[-1] if str(error).strip() else "unsupported op"
-        raise TvmError(
-            f"TVM's Relax ONNX frontend cannot import {model_path.name}: {detail}; "
-            f"targets running ONNX Runtime ({_ort_targets()}) can build this model"
-        ) from error
-    except (RuntimeError, ValueError, KeyError, TypeError, AssertionError, IndexError) as error:
-        # The frontend reports unsupported attribute/shape combinations as plain exceptions.
-        lines = [line for line in str(error).splitlines() if line.strip()]
-        detail = lines[-1] if lines else type(error).__name__
-        raise TvmError(
-            f"TVM's Relax ONNX frontend failed on {model_path.name} ({type(error).__name__}: {detail[:200]}); "
-            f"fold constants first, or use an ONNX Runtime target ({_ort_targets()})"
-        ) from error
 
 
-def _output_specs(names: list[str], mod: Any) -> list[dict[str, Any]]:
-    from tvm import relax
-
-    info = mod["main"].ret_ty  # 0.27 renamed StructInfo to Type (ret_struct_info -> ret_ty)
-    leaves = list(info.fields) if isinstance(info, relax.TupleType) else [info]
-    specs = []
-    for index, leaf in enumerate(leaves):
-        shape = [int(d) for d in leaf.shape.values] if leaf.shape is not None else None
-        name = names[index] if index < len(names) else f"output_{index}"
-        specs.append({"name": name, "dtype": str(leaf.dtype), "shape": shape})
-    return specs
-
-
-def compile_model(
-    model_path: Path,
-    shapes: dict[str, list[int]],
-    target: TvmTarget,
-    tune: TuneOptions,
-    database_dir: Path,
-    directory: Path,
-    cross_compiler: Callable[..., Any] | None = None,
-) -> dict[str, Any]:
-    """Write `directory/model.so` for `target`, tuned or from the database; return its meta.
-
-    Needs: a constant-folded ONNX and a concrete shape for every graph input. Guarantees: the
-    artifact loads with `relax.VirtualMachine` on a machine of the target's ISA; MetaSchedule runs
-    only for a host target with trials > 0 and only on workloads the database does not cover.
-    """
-    import tvm
-    from tvm import relax
-
-    rpc = tune.rpc()
-    if tune.trials < 0:
-        raise TvmError(f"TVM tuning trials must be >= 0, got {tune.trials}")
-    model = onnx.load(str(model_path))  # external weights next to the file load too
-    inputs = _tensor_specs(model, shapes)
-    tvm_target = tvm.target.Target(target.as_dict())
-
-    started = time.perf_counter()
-    mod = _import(model, model_path, inputs)
-    outputs = _output_specs([o.name for o in model.graph.output], mod)
-    del model  # the weights now live in the IRModule; big transformers would hold two copies
-    with tvm_target:
-        mod = tvm.transform.Sequential(
-            [
-                relax.transform.DecomposeOpsForInference(),
-                relax.transform.CanonicalizeBindings(),
-                relax.get_pipeline("zero"),
-            ]
-        )(mod)
-    progress.step(f"tvm: imported and fused {model_path.name} ({time.perf_counter() - started:.1f} s)")
-
-    with tvm_tuning.locked(database_dir):
-        database, tuning = tvm_tuning.tune(
-            mod,
-            tvm_target,
-            tune.trials,
-            tune.max_trials_per_task,
-            target.num_cores,
-            database_dir,
-            allow_tuning=target.is_host(),
-            progress=progress.step,
-            rpc=rpc,
-        )
-        with tvm_target, database:
-            mod = relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(mod)
-    if tuning["new_trials"]:
-        progress.step(f"tvm: tuned {tuning['new_trials']} trials ({tuning['wall_s']:.1f} s)")
-
-    compiled = time.perf_counter()
-    executable = tvm.compile(mod, target=tvm_target)
-    output = directory / ARTIFACT_NAME
-    executable.export_library(str(output), fcompile=cross_compiler)
-    progress.step(
-        f"tvm: compiled {ARTIFACT_NAME} for {target.arch} ({time.perf_counter() - compiled:.1f} s, "
-        f"{tuning['source']}, {tuning['tasks_with_records']}/{len(tuning['tasks'])} tasks with records)"
-    )
-    return {
-        "artifact": ARTIFACT_NAME,
-        "runtime": "tvm",
-        "runtime_version": tvm.__version__,
-        "target": target.as_dict(),
-        "input_shapes": {name: list(shape) for name, shape in shapes.items()},
-        "inputs": inputs,
-        "outputs": outputs,
-        "tuning": tuning,
-    }
-
-
-def load_runner(
-    artifact: Path, input_names: list[str], num_threads: int | None = None
-) -> Callable[[dict[str, np.ndarray]], list[np.ndarray]]:
-    """Load a host `model.so` into a Relax VM; the returned function maps named inputs to outputs.
-
-    `num_threads` sets TVM's thread pool for the whole process (TVM has one pool per process).
-    """
-    import tvm
-    from tvm import relax
-
-    if num_threads is not None:
-        # "runtime.config_threadpool"(mode, n): mode 1 = big cores, as TVM_NUM_THREADS would set it.
-        tvm.get_global_func("runtime.config_threadpool")(1, int(num_threads))
-    machine = relax.VirtualMachine(tvm.runtime.load_module(str(artifact)), tvm.cpu())
-    main = machine["main"]
-
-    def flatten(value: Any) -> list[np.ndarray]:
-        if hasattr(value, "numpy"):
-            return [value.numpy()]
-        return [array for item in value for array in flatten(item)]
-
-    def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        missing = [n for n in input_names if n not in feeds]
-        if missing:
-            raise TvmError(f"missing inputs {missing} for {artifact.name}; it takes {input_names}")
-        return flatten(main(*(tvm.runtime.tensor(np.ascontiguousarray(feeds[n])) for n in input_names)))
-
-    return run
+__all__ = ["QEMU", "THREADS_ENV", "TvmBackend", "database_dir", "tvm_target", "with_rpc", "with_trials"]

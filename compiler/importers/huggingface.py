@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from compiler.config import ModelRecipe
+from compiler.engine.specs import ModelRecipe
 from compiler.errors import ConfigError, ModelError
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
-from compiler.config import DTYPES, ModelRecipe, TensorSpec
-from compiler.data import Dataset
+from compiler.engine.specs import DTYPES, ModelRecipe, TensorSpec
 from compiler.errors import ModelError
-from compiler.runtime import run_batches, session
+from compiler.ort_session import run_batches, session
+
+if TYPE_CHECKING:
+    from compiler.families.single_graph.data import Dataset
 
 _ONNX_TO_DTYPE = {
     onnx.TensorProto.FLOAT: "float32",

@@ -5,17 +5,19 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import torch
 
-from compiler.config import ModelRecipe
-from compiler.data import Dataset
+from compiler.engine.specs import ModelRecipe
 from compiler.errors import ModelError
+from compiler.ort_session import run_batches, session
 from compiler.progress import step
-from compiler.runtime import run_batches, session
+
+if TYPE_CHECKING:
+    from compiler.families.single_graph.data import Dataset
 
 OPSET = 17  # TorchScript exporter: works with every ORT tool, including the BERT attention fusion
 EXPORT_MIN_COSINE = 0.9999

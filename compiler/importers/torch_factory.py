@@ -1,20 +1,21 @@
-"""PyTorch module factory: `torch = "package.module:function"` in the recipe."""
+"""PyTorch module factory: `torch = "package.module:function"` in the recipe, from its workspace."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from compiler.config import ModelRecipe
-from compiler.data import load_callable
+from compiler.engine.fingerprint import closure
+from compiler.engine.specs import ModelRecipe
 from compiler.errors import ModelError
+from compiler.importers.callables import load_callable, module_source
 
 
 def load_factory_module(recipe: ModelRecipe) -> Any:
     """Call the factory and check it returned an nn.Module."""
     import torch
 
-    factory = load_callable(recipe.source, f"{recipe.path}: field 'source.torch'")
+    factory = load_callable(recipe.source, f"{recipe.path}: field 'source.torch'", recipe.root)
     module = factory()
     if not isinstance(module, torch.nn.Module):
         raise ModelError(
@@ -23,12 +24,17 @@ def load_factory_module(recipe: ModelRecipe) -> Any:
     return module
 
 
-def factory_source_files(spec: str) -> list[Path]:
+def factory_source_files(recipe: ModelRecipe) -> list[Path]:
     """The file that defines the factory (its code is the model's 'source' for cache keys)."""
-    import importlib.util
+    origin = module_source(recipe.source.partition(":")[0], recipe.root)
+    return [origin] if origin is not None else []
 
-    module_name = spec.partition(":")[0]
-    found = importlib.util.find_spec(module_name)
-    if found is None or found.origin is None:
-        return []
-    return [Path(found.origin)]
+
+def factory_code_files(recipe: ModelRecipe) -> list[Path]:
+    """Every workspace or edgebuild module the factory imports (its training code, say), so that a
+    change to any of them imports again."""
+    module_name = recipe.source.partition(":")[0]
+    return closure([module_name], [recipe.root]) if recipe.root is not None else []
+
+
+__all__ = ["factory_code_files", "factory_source_files", "load_factory_module"]

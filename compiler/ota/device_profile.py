@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.config import TomlTable, read_toml
 from compiler.errors import ConfigError
+from compiler.tomlfile import TomlTable, read_toml
 
 CHANNELS = ("stable", "beta")
 FIELDS = (

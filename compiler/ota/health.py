@@ -66,7 +66,7 @@ def sample_inputs(manifest: dict[str, Any]) -> dict[str, np.ndarray]:
 def check(slot_dir: Path, manifest: dict[str, Any]) -> None:
     """Load the artifact in `slot_dir` with ONNX Runtime (1 thread), run one sample, check outputs."""
     from compiler.errors import ModelError
-    from compiler.runtime import session
+    from compiler.ort_session import session
 
     where = f"{manifest['model']['name']} {manifest['model']['version']} in slot {Path(slot_dir).name}"
     artifacts = [f["name"] for f in manifest["files"] if f["role"] == "artifact" and f["name"].endswith(".onnx")]

@@ -132,6 +132,17 @@ def init_repository(repo: Path, keys: Keystore, expiry: Expiry | None = None) ->
         return ("1.root.json", "root.json", *repository.commit())
 
 
+def ensure_repository(repo: Path, keys_dir: Path | None = None) -> None:
+    """Create the repository at `repo` (development keys beside it) unless it exists."""
+    from compiler.progress import step
+
+    if not (repo / "metadata" / "root.json").exists():
+        keys = Keystore.for_repository(repo, keys_dir)
+        init_repository(repo, keys)
+        step(f"created repository {repo} (keys in {keys.directory}: development keys, keep them off the server)")
+        step(f"devices bootstrap from {repo / 'metadata' / '1.root.json'}")
+
+
 def publish(
     repo: Path,
     bundle: Path,

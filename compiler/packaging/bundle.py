@@ -16,15 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compiler.cache import canonical_json, sha256_bytes, sha256_file, sha256_tree
-from compiler.config import ROOT
+from compiler.engine.cache import canonical_json, sha256_bytes, sha256_file, sha256_tree
 from compiler.errors import UserError
 from compiler.packaging import manifest as manifest_module
 from compiler.packaging import signing, tarball
+from compiler.shipped import shipped
 
 RECORD = "report.json"
 SIGNATURE = "signature.sig"
-README_TEMPLATE = ROOT / "templates" / "bundle_readme.md.j2"
+README_TEMPLATE = shipped("templates/bundle_readme.md.j2")
 
 
 class PackagingError(UserError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from compiler.cache import sha256_bytes
+from compiler.engine.cache import sha256_bytes
 from compiler.packaging import manifest as manifest_module
 from compiler.packaging.bundle import SIGNATURE, PackagingError, render_readme, write_signed
 from compiler.packaging.tarball import read_tar

@@ -31,12 +31,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from compiler.config import ROOT
 from compiler.errors import UserError
 from compiler.progress import step
 
 LOCK_DIR = Path(__file__).parent
-DEFAULT_HOME = ROOT / ".toolchains"
 STAMP = ".edgebuild-complete"
 INSTALL_TIMEOUT_S = 3600
 
@@ -46,8 +44,16 @@ class Toolchain:
     """One pinned environment: `name` selects compiler/toolchains/<name>.lock."""
 
     name: str
-    home: Path = DEFAULT_HOME
+    home_dir: Path | None = None  # default: the current workspace's .toolchains/
     lock_dir: Path = LOCK_DIR
+
+    @property
+    def home(self) -> Path:
+        if self.home_dir is not None:
+            return self.home_dir
+        from compiler import workspace
+
+        return workspace.current().toolchains
 
     @property
     def lock(self) -> Path:

@@ -113,9 +113,9 @@ def test_int64_input_tuple_output(tmp_path: Path, runner: Path) -> None:
 def test_build_path_feeds_inputs_in_graph_order(tmp_path: Path, runner: Path) -> None:
     """The build's path (compile_for writes io.json, outputs_for runs qemu): inputs whose names sort
     in the other order than the graph's (MiniLM: input_ids, attention_mask) reach main in graph order."""
-    from compiler import config
-    from compiler.backends.tvm_build import compile_for
-    from compiler.runtime import outputs_for
+    from compiler.engine import config
+    from compiler.backends.tvm import compile_for
+    from compiler.ort_session import outputs_for
 
     model = _embedding_model(ids="zeta_ids", mask="alpha_mask")
     onnx.save(model, tmp_path / "embed.onnx")

@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from compiler.backends import coreml, mil_interpreter
-from compiler.cli import main
+from compiler.cli.main import main
 from compiler.errors import ModelError
 
 

@@ -18,9 +18,9 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper
 
 from compiler.backends import ort_mobile
-from compiler.cli import main
+from compiler.cli.main import main
 from compiler.errors import ModelError
-from compiler.runtime import session
+from compiler.ort_session import session
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.backends import tflite
-from compiler.cli import main
+from compiler.cli.main import main
 from compiler.errors import UserError
 
 

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.backends.tvm import TuneOptions, TvmError, TvmTarget, compile_model, host_isa_features, load_runner
+from compiler.backends.tvm_relax import TuneOptions, TvmError, TvmTarget, compile_model, host_isa_features, load_runner
 from compiler.errors import UserError
 from tests.onnx_helpers import run_ort, tiny_cnn
 

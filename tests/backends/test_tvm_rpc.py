@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler.backends.tvm import TuneOptions, TvmTarget, compile_model, load_runner
+from compiler.backends.tvm_relax import TuneOptions, TvmTarget, compile_model, load_runner
 from compiler.backends.tvm_tuning import RpcTracker
 from compiler.errors import UserError
 from tests.backends.test_tvm import _matmul_relu

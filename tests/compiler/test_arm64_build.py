@@ -12,8 +12,8 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.backends import aarch64
-from compiler.cli import main
-from compiler.config import ROOT
+from compiler.cli.main import main
+from compiler.shipped import PACKAGES as ROOT
 from compiler.errors import UserError
 
 

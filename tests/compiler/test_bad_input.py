@@ -18,7 +18,7 @@ from tests.toml_variants import variant
 def edgebuild(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "compiler.cli", *args], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "compiler.cli.main", *args], env=env, capture_output=True, text=True, timeout=600
     )
 
 

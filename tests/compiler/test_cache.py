@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.cache import Cache, stage_key
+from compiler.engine.cache import Cache, stage_key
 
 
 def _key(**config: object) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
+from compiler.cli.main import main
 from tests.toml_variants import variant
 
 
@@ -85,7 +85,7 @@ def test_two_concurrent_builds_do_not_corrupt_each_other(int8_build: dict, artif
     command = [
         sys.executable,
         "-m",
-        "compiler.cli",
+        "compiler.cli.main",
         "build",
         "-t",
         "desktop-fp32",
@@ -101,7 +101,7 @@ def test_two_concurrent_builds_do_not_corrupt_each_other(int8_build: dict, artif
     assert [p.returncode for p in processes] == [0, 0], results
     out = artifacts / "digits-cnn" / "desktop-fp32"
     record = json.loads((out / "report.json").read_text())
-    from compiler.cache import sha256_file
+    from compiler.engine.cache import sha256_file
 
     assert sha256_file(out / "digits-cnn.onnx") == record["files"][0]["sha256"]
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no staging debris

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler import config
+from compiler.engine import config
 from compiler.errors import ConfigError
 from tests.toml_variants import variant
 

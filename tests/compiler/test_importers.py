@@ -14,14 +14,14 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler import config
-from compiler.config import ModelRecipe, TensorSpec
-from compiler.data import generated_dataset, load_dataset
+from compiler.engine import config
+from compiler.engine.specs import ModelRecipe, TensorSpec
+from compiler.families.single_graph.data import generated_dataset, load_dataset
 from compiler.errors import ConfigError, ModelError
 from compiler.importers import import_model
 from compiler.importers.huggingface import model_directory
 from compiler.importers.torch_export import load_reference
-from compiler.runtime import run_batches, session
+from compiler.ort_session import run_batches, session
 
 TEXT_INPUTS = tuple(TensorSpec(n, "int64", ("batch", "seq")) for n in ("input_ids", "attention_mask", "token_type_ids"))
 

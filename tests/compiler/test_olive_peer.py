@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compiler.errors import UserError
-from compiler.olive_peer import auto_opt_int8, olive_available
+from compiler.bench.olive_peer import auto_opt_int8, olive_available
 
 
 def test_olive_available_is_a_bool() -> None:

@@ -14,8 +14,8 @@ from compiler.errors import ConfigError
 from compiler.ota.keystore import Keystore
 from compiler.ota.repo_state import Repository, index_path
 from compiler.packaging.signing import init_keys, resolve_key
-from compiler.release import ReleaseError, release_key, run_release
-from compiler.release_config import load_release
+from compiler.release.pipeline import ReleaseError, release_key, run_release
+from compiler.release.config import load_release
 
 RELEASE = """
 name = "test-1"
@@ -100,7 +100,7 @@ def test_release_file_errors_name_the_field(tmp_path: Path) -> None:
 def test_ci_workflow_matrix_equals_the_release_targets(tmp_path: Path) -> None:
     import yaml
 
-    from compiler.release_ci import render_workflow
+    from compiler.release.ci import render_workflow
 
     for release in (load_release(), load_release(_release(tmp_path, 1.0))):
         workflow = yaml.safe_load(render_workflow(release, tmp_path / "wf" / "release.yml"))
@@ -127,7 +127,7 @@ def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
 ) -> None:
     from click.testing import CliRunner
 
-    from compiler.cli import main
+    from compiler.cli.main import main
 
     release = load_release(_release(workspace["root"], 1.2))
     report = workspace["root"] / "report"  # published on beta by the first test
@@ -157,7 +157,7 @@ def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
 
 
 def test_the_report_compares_with_the_previous_published_release(workspace: dict[str, Path]) -> None:
-    from compiler.release_report import write_report
+    from compiler.release.report import write_report
 
     releases = workspace["root"] / "releases"
     old, new = load_release(_release(workspace["root"], 1.2)), load_release(_release(workspace["root"], 1.1))

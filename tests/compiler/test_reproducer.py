@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler import reproducer
+from compiler.engine import reproducer
 from compiler.errors import ModelError
 from tests.onnx_helpers import tiny_cnn
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.config import ModelRecipe
+from compiler.engine.specs import ModelRecipe
 from compiler.errors import BudgetError
-from compiler.verify import check_fidelity, score, speed_verdict
+from compiler.engine.gates import check_fidelity, score, speed_verdict
 from passes.base import Fidelity
 
 

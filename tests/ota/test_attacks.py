@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 
-from compiler.cli import main
-from compiler.config import ROOT
+from compiler.cli.main import main
+from compiler.shipped import PACKAGES as ROOT
 from compiler.ota import server as server_module
 from compiler.ota.keystore import Keystore
 from compiler.ota.repo_state import Expiry, Repository
@@ -166,7 +166,7 @@ def device_update(
     command = [
         sys.executable,
         "-m",
-        "compiler.cli",
+        "compiler.cli.main",
         "device",
         "update",
         "--repo-url",

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
-from compiler.config import ROOT
-from compiler.ota.model_update import finetuned_minilm
+from compiler.cli.main import main
+from compiler.shipped import PACKAGES as ROOT
+from compiler.bench.model_update import finetuned_minilm
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 
@@ -52,7 +52,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
         bundle = next((artifacts / "minilm" / "desktop-int8").glob("*.tar"))
         cli("publish", str(bundle), "--repo", str(repo), "--keys", str(base / "repo-keys"))
     server = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli", "serve", "--repo", str(repo), "--port", "0"],
+        [sys.executable, "-m", "compiler.cli.main", "serve", "--repo", str(repo), "--port", "0"],
         stderr=subprocess.PIPE,
         text=True,
         cwd=ROOT,
@@ -72,7 +72,7 @@ def device_update(base: Path, repo: Path, url: str, device: Path, channel: str) 
     profile = base / "device.toml"
     profile.write_text(PROFILE)
     command = [
-        sys.executable, "-m", "compiler.cli", "device", "update", "--repo-url", url, "--profile", str(profile),
+        sys.executable, "-m", "compiler.cli.main", "device", "update", "--repo-url", url, "--profile", str(profile),
         "--root", str(repo / "metadata" / "1.root.json"), "--install-dir", str(device),
         "--public-key", str(base / "signing" / DEV_PUBLIC), "--channel", channel,
     ]  # fmt: skip

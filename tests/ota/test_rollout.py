@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
+from compiler.cli.main import main
 from compiler.ota import server as server_module
 from compiler.ota.device import DeviceClient, rollout_bucket
 from compiler.ota.device_profile import load_profile

@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from compiler.cli import main
+from compiler.cli.main import main
 from compiler.ota import health, kill_bench, slots
-from compiler.ota.kill_bench import BenchBundles, derive_bundle
+from compiler.bench.install_kills import BenchBundles, derive_bundle
 from compiler.ota.slots import InstallError, RolledBackError, SlotError, SlotStore
 from compiler.packaging import tarball
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
-from compiler.config import ROOT
+from compiler.cli.main import main
+from compiler.shipped import PACKAGES as ROOT
 from compiler.packaging import manifest as manifest_module
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 

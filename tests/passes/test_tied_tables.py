@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.runtime import session
+from compiler.ort_session import session
 from passes.base import apply_pass
 from passes.quantize_dynamic_int8 import QuantizeDynamicInt8
 from passes.quantize_int4_weights import QuantizeInt4Weights

@@ -12,7 +12,7 @@ import pytest
 
 from compiler.errors import DataError, ModelError
 from compiler.importers import ctranslate2_whisper as cw
-from compiler.speech.features import N_SAMPLES, PREPROCESSING, log_mel
+from compiler.families.speech.features import N_SAMPLES, PREPROCESSING, log_mel
 
 TINY_EN_PARAMETERS = 37_760_256  # transformers count, proj_out tied to embed_tokens (counted once)
 CT2_FLOAT_ELEMENTS = 37_764_864  # model.bin's float16 tensors: + 12 zero key biases of 384 (fused projections)
@@ -172,7 +172,7 @@ def test_leftover_or_unrepresentable_variables_are_errors(package_dir: Path, mon
 
 
 def test_speech_matches_ctranslate2(converted: Any, package_dir: Path, tmp_path_factory: Any) -> None:
-    testset = pytest.importorskip("compiler.speech.testset")
+    testset = pytest.importorskip("compiler.families.speech.testset")
     clips = testset.build_testset(SENTENCES, tmp_path_factory.mktemp("speech"), snrs=(), limit=3)
     report = cw.verify_against_ctranslate2(converted, package_dir, [log_mel(clip.audio) for clip in clips])
     assert report["match"] and report["prompt"] == [50257, 50362]

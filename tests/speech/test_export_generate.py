@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler.config import ROOT
-from compiler.importers.ctranslate2_whisper import load_whisper, whisper_package_dir
-from compiler.speech.evaluate import score_wer, transcribe
-from compiler.speech.export import export_parts
-from compiler.speech.features import log_mel
-from compiler.speech.generate import (
+from compiler.shipped import PACKAGES as ROOT
+from compiler.families.speech.ctranslate2_whisper import load_whisper, whisper_package_dir
+from compiler.families.speech.evaluate import score_wer, transcribe
+from compiler.families.speech.export import export_parts
+from compiler.families.speech.features import log_mel
+from compiler.families.speech.generate import (
     GenerationConfig,
     OrtNoCache,
     OrtParts,
@@ -24,8 +24,8 @@ from compiler.speech.generate import (
     greedy,
     greedy_nocache,
 )
-from compiler.speech.importer import Decoder, generation_config
-from compiler.speech.testset import build_testset
+from compiler.families.speech.importer import Decoder, generation_config
+from compiler.families.speech.testset import build_testset
 
 SENTENCES = ROOT / "models" / "data" / "speech_sentences.txt"
 

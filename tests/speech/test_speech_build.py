@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli import main
-from compiler.config import ROOT
+from compiler.cli.main import main
+from compiler.shipped import PACKAGES as ROOT
 from compiler.packaging.signing import DEV_PUBLIC, default_key_dir
 
 SMALL = {

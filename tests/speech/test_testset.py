@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from compiler.errors import DataError
-from compiler.speech import testset
-from compiler.speech.testset import (
+from compiler.families.speech import testset
+from compiler.families.speech.testset import (
     RATES_WPM,
     SAMPLE_RATE,
     SPEECH_PEAK,
@@ -187,7 +187,7 @@ def test_synthesis_is_identical_across_processes() -> None:
 
     code = (
         "import ctypes, hashlib, sys; libc = ctypes.CDLL(None); [libc.rand() for _ in range(int(sys.argv[1]))]; "
-        "from compiler.speech.testset import synthesize; "
+        "from compiler.families.speech.testset import synthesize; "
         "print(hashlib.sha256(synthesize('Could you send me the slides?', 'en-us+f3', 170).tobytes()).hexdigest())"
     )
     digests = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.speech.wer import normalize, wer_by_group, wer_counts, word_error_rate
+from compiler.families.speech.wer import normalize, wer_by_group, wer_counts, word_error_rate
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ json.dump({"six": six.__version__, "doubled": [2 * x for x in request["numbers"]
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Toolchain:
     root = tmp_path_factory.mktemp("toolchains")
     (root / "tiny.lock").write_text("# a one-package toolchain\nsix==1.17.0\n")
-    toolchain = Toolchain("tiny", home=root / "home", lock_dir=root)
+    toolchain = Toolchain("tiny", home_dir=root / "home", lock_dir=root)
     try:
         toolchain.ensure()
     except UserError as error:
@@ -69,7 +69,7 @@ def test_worker_failure_is_one_line(tiny: Toolchain, tmp_path: Path) -> None:
 
 
 def test_interrupted_creation_is_rebuilt(tiny: Toolchain, tmp_path: Path) -> None:
-    copy = Toolchain("tiny", home=tmp_path / "home", lock_dir=tiny.lock_dir)
+    copy = Toolchain("tiny", home_dir=tmp_path / "home", lock_dir=tiny.lock_dir)
     shutil.copytree(tiny.directory, copy.directory, symlinks=True)
     (copy.directory / STAMP).unlink()  # as if killed before the stamp
     (copy.directory / "half-written").write_text("debris")
@@ -80,14 +80,14 @@ def test_interrupted_creation_is_rebuilt(tiny: Toolchain, tmp_path: Path) -> Non
 def test_a_lock_must_pin_exact_versions(tmp_path: Path) -> None:
     (tmp_path / "loose.lock").write_text("six>=1\n")
     with pytest.raises(UserError, match=r"loose\.lock: every line must pin an exact version.*six>=1"):
-        Toolchain("loose", home=tmp_path, lock_dir=tmp_path).ensure()
+        Toolchain("loose", home_dir=tmp_path, lock_dir=tmp_path).ensure()
     with pytest.raises(UserError, match="toolchain 'absent': no lock file"):
-        Toolchain("absent", home=tmp_path, lock_dir=tmp_path).ensure()
+        Toolchain("absent", home_dir=tmp_path, lock_dir=tmp_path).ensure()
 
 
 def test_an_uninstallable_pin_names_the_step_and_leaves_nothing(tmp_path: Path) -> None:
     (tmp_path / "bad.lock").write_text("six==0.0.999\n")
-    toolchain = Toolchain("bad", home=tmp_path / "home", lock_dir=tmp_path)
+    toolchain = Toolchain("bad", home_dir=tmp_path / "home", lock_dir=tmp_path)
     with pytest.raises(UserError, match=r"toolchain 'bad': could not install 1 pinned packages"):
         toolchain.ensure()
     assert not toolchain.directory.exists()

@@ -1,0 +1,55 @@
+"""The one explicit catalogue of model families: recipe `family = "..."` -> class.
+
+Entries are "module:Class" strings, imported when a recipe names them, so loading a recipe imports
+one family's light declarations and a stage's key holds the family that runs. Adding a family is
+one folder under compiler/families/ with a `ModelFamily` subclass and one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING
+
+from compiler.errors import ConfigError, did_you_mean
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from compiler.engine.specs import ModelRecipe
+    from compiler.families.base import ModelFamily
+
+CATALOGUE: dict[str, str] = {
+    "transformer": "compiler.families.single_graph.family:TransformerFamily",
+    "cnn": "compiler.families.single_graph.family:CnnFamily",
+    "generic": "compiler.families.single_graph.family:GenericFamily",
+    "speech": "compiler.families.speech.family:SpeechFamily",
+}
+FAMILY_NAMES = tuple(CATALOGUE)
+# Who builds a bare ONNX file (`edgebuild build --onnx`): a function path -> recipe.
+ONNX_FILE_RECIPE = "compiler.families.single_graph.onnx_recipe:recipe_for_onnx"
+
+
+@cache
+def family(name: str) -> ModelFamily:
+    """The family named `name` (one instance per process)."""
+    if name not in CATALOGUE:
+        raise ConfigError(f"unknown model family '{name}'; {did_you_mean(name, FAMILY_NAMES)}")
+    module, _, cls = CATALOGUE[name].partition(":")
+    instance: ModelFamily = getattr(importlib.import_module(module), cls)()
+    return instance
+
+
+def recipe_for_onnx_file(path: Path) -> ModelRecipe:
+    """A recipe for a bare ONNX file, from the family that builds them."""
+    module, _, function = ONNX_FILE_RECIPE.partition(":")
+    recipe: ModelRecipe = getattr(importlib.import_module(module), function)(path)
+    return recipe
+
+
+def pass_list_keys() -> tuple[str, ...]:
+    """Every key a target's [passes] table may use (families and their graphs), in catalogue order."""
+    return tuple(dict.fromkeys(key for name in FAMILY_NAMES for key in family(name).all_pass_list_keys()))
+
+
+__all__ = ["CATALOGUE", "FAMILY_NAMES", "ONNX_FILE_RECIPE", "family", "pass_list_keys", "recipe_for_onnx_file"]

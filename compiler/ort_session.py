@@ -1,0 +1,49 @@
+"""ONNX Runtime sessions on the build host, with a fixed thread count (latency is per thread count)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from compiler.errors import ModelError
+
+Feeds = dict[str, np.ndarray]
+
+
+def session(
+    model: onnx.ModelProto | Path | bytes,
+    threads: int = 1,
+    level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+) -> ort.InferenceSession:
+    """A CPU session; an .ort file replays its recorded optimisations, as on the phone."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = level
+    options.log_severity_level = 3
+    if isinstance(model, Path) and model.suffix == ".ort":
+        options.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
+    source: str | bytes
+    if isinstance(model, onnx.ModelProto):
+        source = model.SerializeToString()
+    elif isinstance(model, Path):
+        source = str(model)
+    else:
+        source = model
+    try:
+        return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # ORT raises bare RuntimeError subclasses for unloadable graphs
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelError(f"ONNX Runtime cannot load the model: {first}") from error
+
+
+def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[np.ndarray]]:
+    """Outputs for every batch, feeding only the inputs the session declares."""
+    names = [i.name for i in sess.get_inputs()]
+    return [sess.run(None, {n: feeds[n] for n in names}) for feeds in batches]
+
+
+__all__ = ["Feeds", "run_batches", "session"]

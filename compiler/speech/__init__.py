@@ -1,1 +1,0 @@
-"""Speech models (Whisper): export, features, decoding, the synthetic test set and word error rate."""
