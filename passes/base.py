@@ -4,8 +4,9 @@ A graph pass turns an ONNX model into an ONNX model. It is a small class with a 
 `Config` dataclass (its options, as written in a target's `passes = [...]` list) and one method,
 `run(model, ctx) -> PassResult`. Contract, checked by `apply_pass`:
 
-- it never mutates its input (the runner compares the input's digest before and after);
-- its output passes `onnx.checker`;
+- it returns a `PassResult` and never mutates its input (the runner compares the input's digest
+  before and after): breaking either is a `PassContractError`, a bug in the pass, not bad input;
+- its output passes `onnx.checker`, else a `PassError` ("output is not a valid ONNX model");
 - a failure is reported as "error in pass 'X' after [...]", with the node or op it could not handle.
 
 Two passes need the PyTorch model rather than the ONNX graph (structured channel pruning, which
@@ -154,6 +155,11 @@ def model_digest(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
+class PassContractError(Exception):
+    """A pass broke the pass contract (mutated its input, returned something else than a PassResult
+    with a model): a bug in that pass, so it keeps its traceback."""
+
+
 def apply_pass(graph_pass: GraphPass, model: onnx.ModelProto, ctx: PassContext, done: Sequence[str] = ()) -> PassResult:
     """Run one graph pass with the contract checks; failures name the pass and what ran before."""
     before = model_digest(model)
@@ -162,7 +168,15 @@ def apply_pass(graph_pass: GraphPass, model: onnx.ModelProto, ctx: PassContext, 
     except PassError as error:
         raise PassError(f"error in pass '{graph_pass.name}' after {list(done)}: {error}") from error
     if model_digest(model) != before:
-        raise RuntimeError(f"pass '{graph_pass.name}' mutated its input model (contract violation)")
+        raise PassContractError(
+            f"pass '{graph_pass.name}' (after {list(done)}) mutated its input model; "
+            "a pass must copy what it changes (onnx.ModelProto.CopyFrom)"
+        )
+    if not isinstance(result, PassResult) or not isinstance(result.model, onnx.ModelProto):
+        raise PassContractError(
+            f"pass '{graph_pass.name}' (after {list(done)}) returned {type(result).__name__}, "
+            "not a PassResult holding an onnx.ModelProto"
+        )
     try:
         onnx.checker.check_model(result.model, full_check=False)
     except onnx.checker.ValidationError as error:

@@ -149,7 +149,7 @@ def make_context(
     reference: onnx.ModelProto,
     feeds: list[Feeds],
     workdir: Path,
-    family: str,
+    architecture: str,
     min_cosine: float = 0.99,
     transformer_shape: dict | None = None,
 ) -> PassContext:
@@ -169,7 +169,7 @@ def make_context(
 
     return PassContext(
         workdir=workdir,
-        model_family=family,
+        architecture=architecture,
         calibration=lambda: feeds,
         evaluate=evaluate,
         fingerprint="test",

@@ -7,21 +7,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compiler.engine import config
+from compiler.shipped import shipped
 
 
 def variant(
-    directory: Path, shipped: str, edits: dict[str, str], name: str | None = None, kind: str = "target"
+    directory: Path, shipped_name: str, edits: dict[str, str], name: str | None = None, kind: str = "target"
 ) -> Path:
     """Write targets/<shipped>.toml (or models/, with kind="model") with `edits` applied into
     `directory`, as <name>.toml with its name field renamed to match (default: the shipped name)."""
-    source = (config.TARGETS_DIR if kind == "target" else config.MODELS_DIR) / f"{shipped}.toml"
+    source = shipped(f"{'targets' if kind == 'target' else 'models'}/{shipped_name}.toml")
     text = source.read_text()
     if name is not None:
-        edits = {f'name = "{shipped}"': f'name = "{name}"', **edits}
+        edits = {f'name = "{shipped_name}"': f'name = "{name}"', **edits}
     for old, new in edits.items():
         assert old in text, f"{source.name} no longer contains {old!r}; update the test"
         text = text.replace(old, new)
-    path = directory / f"{name or shipped}.toml"
+    path = directory / f"{name or shipped_name}.toml"
     path.write_text(text)
     return path

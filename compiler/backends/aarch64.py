@@ -31,7 +31,7 @@ import numpy as np
 from filelock import FileLock
 
 from compiler.errors import UserError
-from compiler.progress import step
+from compiler.progress import heartbeat, step
 from compiler.shipped import shipped
 
 RUNNER_SOURCE = shipped("templates/tvm_runner.cc")
@@ -89,7 +89,8 @@ def ensure_cross_toolchain() -> dict[str, str]:
         # Another build may hold the dpkg lock; wait for it instead of failing at once.
         lock = ["-o", "DPkg::Lock::Timeout=600"]
         for args in (["update", "-qq"], ["install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES]):
-            result = subprocess.run(["apt-get", *lock, *args], env=env, capture_output=True, text=True, check=False)
+            with heartbeat(f"apt-get {args[0]}"):
+                result = subprocess.run(["apt-get", *lock, *args], env=env, capture_output=True, text=True, check=False)
             if result.returncode != 0:
                 tail = " | ".join(result.stderr.strip().splitlines()[-3:])
                 raise UserError(f"`apt-get {' '.join(args)}` failed ({tail}); run `{command}` by hand")
@@ -250,7 +251,8 @@ def run_runner(
     command = [tools["qemu"], "-L", tools["sysroot"], "-E", f"LD_LIBRARY_PATH={runner.parent}"]
     command += [str(runner), *(arguments or [str(model_so), str(in_dir), str(out_dir)])]
     try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+        with heartbeat(f"{runner.name} under qemu-aarch64 ({model_so.name})"):
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as error:
         raise UserError(f"{model_so.name} did not finish within {timeout_s} s under qemu-aarch64") from error
     if result.returncode != 0:

@@ -37,7 +37,7 @@ from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (
 
 from compiler.backends.base import Backend, CompiledGraph, CompileRequest
 from compiler.errors import ModelError
-from compiler.progress import step
+from compiler.progress import heartbeat, step
 
 ARTIFACT_NAME = "model.ort"
 OPS_CONFIG = "required_operators_and_types.config"
@@ -76,7 +76,8 @@ def compile_model(model_path: Path, directory: Path) -> dict[str, Any]:
         command += ["--optimization_style", "Runtime", "--target_platform", "arm", "--enable_type_reduction"]
         env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
         try:
-            done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CONVERT_TIMEOUT_S)
+            with heartbeat("ort-mobile: converting"):
+                done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=CONVERT_TIMEOUT_S)
         except subprocess.TimeoutExpired as error:
             raise ModelError(f"ORT format conversion took over {CONVERT_TIMEOUT_S} s") from error
         converted = sorted(Path(tmp).glob("*.with_runtime_opt.ort"))

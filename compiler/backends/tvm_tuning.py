@@ -42,6 +42,7 @@ from filelock import FileLock
 from tvm.s_tir import meta_schedule as ms
 
 from compiler.errors import UserError
+from compiler.progress import heartbeat
 
 WORKLOAD_FILE = "database_workload.json"
 RECORD_FILE = "database_tuning_record.json"
@@ -224,24 +225,31 @@ def tune(
             logging.getLogger("tvm.s_tir.meta_schedule").handlers.clear()
             contexts, weights = extracted_tasks_to_tune_contexts(uncovered, work_dir, strategy=strategy, seed=0)
             evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50)
-            ms.tune.tune_tasks(
-                tasks=contexts,
-                task_weights=weights,
-                work_dir=work_dir,
-                max_trials_global=trials,
-                max_trials_per_task=per_task,
-                num_trials_per_iter=per_iter,
-                builder=ms.builder.LocalBuilder(
-                    max_workers=max(1, num_threads),
-                    timeout_sec=BUILD_TIMEOUT_S,
-                    f_build=build_without_tensor_intrin,
-                    f_export=_rpc_export(target) if rpc else None,
-                ),
-                runner=_runner(rpc, evaluator, devices),
-                database=database,
-                cost_model="xgb",
-                task_scheduler="gradient",
-            )
+            records = database_dir / RECORD_FILE
+            baseline = _lines(records)
+
+            def measured() -> str:
+                return f"{_lines(records) - baseline} of {trials} trials measured"
+
+            with heartbeat("tvm: tuning", measured):
+                ms.tune.tune_tasks(
+                    tasks=contexts,
+                    task_weights=weights,
+                    work_dir=work_dir,
+                    max_trials_global=trials,
+                    max_trials_per_task=per_task,
+                    num_trials_per_iter=per_iter,
+                    builder=ms.builder.LocalBuilder(
+                        max_workers=max(1, num_threads),
+                        timeout_sec=BUILD_TIMEOUT_S,
+                        f_build=build_without_tensor_intrin,
+                        f_export=_rpc_export(target) if rpc else None,
+                    ),
+                    runner=_runner(rpc, evaluator, devices),
+                    database=database,
+                    cost_model="xgb",
+                    task_scheduler="gradient",
+                )
         for task in uncovered:
             budgets[_workload_key(task)] = max(budgets.get(_workload_key(task), 0), per_task)
         tmp = budget_path.with_suffix(".tmp")
@@ -270,6 +278,15 @@ def tune(
         "source": source,
         "runner": f"rpc {rpc}" if rpc else "local",
     }
+
+
+def _lines(path: Path) -> int:
+    """Records in a JSON database file (one per line); 0 before it exists."""
+    try:
+        with path.open("rb") as handle:
+            return sum(1 for _ in handle)
+    except OSError:
+        return 0
 
 
 def _runner(rpc: RpcTracker | None, evaluator: ms.runner.EvaluatorConfig, devices: int) -> ms.runner.Runner:

@@ -48,7 +48,7 @@ def _build(model: str, key: Path, artifacts: Path) -> Path:
     from compiler.engine import config
     from compiler.engine.build import build, output_dir
     from compiler.engine.cache import Cache
-    from compiler.packaging import package
+    from compiler.packaging.bundle import package
 
     recipe, target = config.load_recipe(model), config.load_target("desktop-int8")
     command = f"edgebuild build --target desktop-int8 --model {recipe.name}"
@@ -57,7 +57,7 @@ def _build(model: str, key: Path, artifacts: Path) -> Path:
 
 
 def verify_throughput(bundle: Path, public_key: Path) -> dict[str, float]:
-    from compiler.packaging import verify_bundle
+    from compiler.packaging.bundle import verify_bundle
 
     size = bundle.stat().st_size
 

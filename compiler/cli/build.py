@@ -121,7 +121,7 @@ def canonical_command(target: str, model: str, onnx_path: Path | None, trials: i
 
 
 def package_build(build_dir: Path, key: Path | None) -> None:
-    from compiler.packaging import package as make_package
+    from compiler.packaging.bundle import package as make_package
 
     outcome = make_package(build_dir, key)
     if outcome.development_key:
@@ -150,7 +150,7 @@ def package(target: str, model: str, key: Path | None, artifacts: Path | None) -
 )
 def verify(bundle: Path, public_key: Path, signature: Path | None) -> None:
     """Check a bundle: tar safety, manifest schema, file digests, model-signing signature."""
-    from compiler.packaging import verify_bundle
+    from compiler.packaging.bundle import verify_bundle
 
     problems = verify_bundle(bundle, public_key, signature)
     for problem in problems:

@@ -1,9 +1,10 @@
 """`module:function` names in recipes, resolved from the recipe's own workspace.
 
 A recipe's torch factory and its data functions (`torch = "models.digits_cnn:build"`) are looked
-up first under the recipe's root (the directory holding its models/), where a team keeps its own
-code, and are loaded from that file even when another workspace (or the built-ins) has a module
-of the same name; failing that, an installed module of that name is used. While a workspace
+up under the recipe's root (the directory holding its models/), where a team keeps its own code,
+then under the current workspace's root and the built-ins' (so a copy of a built-in recipe finds
+the built-in factory), and are loaded from that file even when another root has a module of the
+same name; failing all of those, an installed module of that name is used. While a workspace
 module loads, its root is first on sys.path, so it can import its siblings absolutely.
 """
 
@@ -21,12 +22,29 @@ from compiler.engine.fingerprint import module_file
 from compiler.errors import ConfigError
 
 
-def module_source(module_name: str, root: Path | None) -> Path | None:
-    """The file `module_name` is loaded from: the workspace's, else the installed one's."""
-    if root is not None:
-        found = module_file(module_name, [root])
+def search_roots(root: Path | None) -> list[Path]:
+    """Where a recipe's modules are looked up: its own root, the workspace's, the built-ins'."""
+    from compiler import workspace
+    from compiler.shipped import builtin_root
+
+    current = workspace.optional()
+    roots = [r for r in (root, current.root if current else None, builtin_root()) if r is not None]
+    return list(dict.fromkeys(r.resolve() for r in roots))
+
+
+def _find(module_name: str, root: Path | None) -> tuple[Path, Path] | None:
+    for candidate in search_roots(root):
+        found = module_file(module_name, [candidate])
         if found is not None:
-            return found
+            return candidate, found
+    return None
+
+
+def module_source(module_name: str, root: Path | None) -> Path | None:
+    """The file `module_name` is loaded from: a workspace's (see the module docstring), else the installed one."""
+    found = _find(module_name, root)
+    if found is not None:
+        return found[1]
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
@@ -36,9 +54,10 @@ def module_source(module_name: str, root: Path | None) -> Path | None:
 
 def import_module(module_name: str, root: Path | None) -> ModuleType:
     """`module_name` from the workspace at `root` if it has it, else the installed module."""
-    found = module_file(module_name, [root]) if root is not None else None
-    if found is None:
+    located = _find(module_name, root)
+    if located is None:
         return importlib.import_module(module_name)
+    root, found = located
     tag = hashlib.sha256(str(found.resolve()).encode()).hexdigest()[:16]
     unique = f"_edgebuild_workspace_{tag}_{module_name.replace('.', '_')}"
     if unique in sys.modules:
@@ -72,4 +91,4 @@ def load_callable(spec: str, where: str, root: Path | None = None) -> Any:
     return getattr(module, attribute)
 
 
-__all__ = ["import_module", "load_callable", "module_source"]
+__all__ = ["import_module", "load_callable", "module_source", "search_roots"]

@@ -33,8 +33,9 @@ def factory_source_files(recipe: ModelRecipe) -> list[Path]:
 def factory_code_files(recipe: ModelRecipe) -> list[Path]:
     """Every workspace or edgebuild module the factory imports (its training code, say), so that a
     change to any of them imports again."""
-    module_name = recipe.source.partition(":")[0]
-    return closure([module_name], [recipe.root]) if recipe.root is not None else []
+    from compiler.importers.callables import search_roots
+
+    return closure([recipe.source.partition(":")[0]], search_roots(recipe.root))
 
 
 __all__ = ["factory_code_files", "factory_source_files", "load_factory_module"]

@@ -4,7 +4,3 @@ manifest.py builds and validates `manifest.json` (schema edgebuild.manifest/1), 
 reproducible tars and reads untrusted ones safely, signing.py signs with OpenSSF model-signing,
 bundle.py ties them together (package, verify).
 """
-
-from compiler.packaging.bundle import PackageOutcome, bundle_name, package, verify_bundle
-
-__all__ = ["PackageOutcome", "bundle_name", "package", "verify_bundle"]

@@ -63,16 +63,18 @@ def release_counter(version: str) -> int:
     return major * 1_000_000 + minor * 1_000 + patch
 
 
-def _layout(dtype: str, shape: list[Any], family: str) -> str | None:
-    # ONNX Conv is NCHW by definition; token ids are (batch, sequence). Anything else: unknown.
-    if family == "cnn" and len(shape) == 4 and dtype.startswith("float"):
+def _layout(dtype: str, shape: list[Any]) -> str | None:
+    # A 4-D float input is an image in ONNX's NCHW (Conv's layout by definition); 2-D integer
+    # inputs are token ids (batch, sequence). Anything else: unknown. A converter that changed the
+    # layout (onnx2tf: NHWC images) records it in the build record itself.
+    if len(shape) == 4 and dtype.startswith("float"):
         return "NCHW"
     if dtype in ("int64", "int32") and len(shape) == 2:
         return "NS"
     return None
 
 
-def _tensors(entries: list[dict[str, Any]], family: str) -> list[dict[str, Any]]:
+def _tensors(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     tensors = []
     for entry in entries:
         dtype = _DTYPE.get(entry["dtype"], entry["dtype"])
@@ -81,7 +83,7 @@ def _tensors(entries: list[dict[str, Any]], family: str) -> list[dict[str, Any]]
             "dtype": dtype,
             "shape": list(entry["shape"]),
             # A converter that changed the layout (onnx2tf: NHWC images) says so itself.
-            "layout": entry["layout"] if "layout" in entry else _layout(dtype, entry["shape"], family),
+            "layout": entry["layout"] if "layout" in entry else _layout(dtype, entry["shape"]),
         }
         if "quantization" in entry:
             tensor["quantization"] = list(entry["quantization"])
@@ -144,8 +146,8 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
             "precision": target["precision"],
             "graph_optimization": target.get("graph_optimization"),
         },
-        "inputs": _tensors(record["inputs"], model["family"]),
-        "outputs": _tensors(record["outputs"], model["family"]),
+        "inputs": _tensors(record["inputs"]),
+        "outputs": _tensors(record["outputs"]),
         "files": sorted(files, key=lambda f: f["name"]),
         "metrics": {
             "size_bytes": metrics["size_bytes"],
@@ -173,8 +175,8 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
             "build_key": record["build_key"],
         },
     }
-    if "speech" in record:  # two graphs, a tokenizer and a generation loop: what a device needs to know
-        manifest["speech"] = record["speech"]
+    if model["family"] in record:  # the family's own section (a speech model's graphs, tokenizer, loop)
+        manifest[model["family"]] = record[model["family"]]
     stats = record["stages"][-1].get("stats", {})
     if "converter" in stats:
         keys = ("converter", "toolchain", "ops", "tensor_dtypes")

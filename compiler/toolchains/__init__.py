@@ -32,7 +32,7 @@ from typing import Any
 from filelock import FileLock
 
 from compiler.errors import UserError
-from compiler.progress import step
+from compiler.progress import heartbeat, step
 
 LOCK_DIR = Path(__file__).parent
 STAMP = ".edgebuild-complete"
@@ -120,7 +120,8 @@ class Toolchain:
 
     def _check(self, command: list[str], what: str, timeout: int, env: dict[str, str] | None = None) -> None:
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+            with heartbeat(f"toolchain '{self.name}': {what}"):
+                result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         except subprocess.TimeoutExpired as error:
             raise UserError(f"toolchain '{self.name}': could not {what} within {timeout} s") from error
         if result.returncode != 0:
@@ -155,9 +156,10 @@ class Toolchain:
             env["PATH"] = self.search_path(env.get("PATH", os.defpath))
             command = [str(python), str(worker), str(request_path)]
             try:
-                result = subprocess.run(
-                    command, capture_output=True, text=True, timeout=timeout_s, cwd=cwd or tmp, env=env, check=False
-                )
+                with heartbeat(f"{worker.stem} in toolchain '{self.name}' ({request.get('command', 'run')})"):
+                    result = subprocess.run(
+                        command, capture_output=True, text=True, timeout=timeout_s, cwd=cwd or tmp, env=env, check=False
+                    )
             except subprocess.TimeoutExpired as error:
                 raise UserError(
                     f"{worker.stem} in toolchain '{self.name}' did not finish within {timeout_s} s"

@@ -22,7 +22,7 @@ def bert() -> tuple[onnx.ModelProto, list[Feeds]]:
     return tiny_bert()
 
 
-def fold(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, family: str = "transformer",
+def fold(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, family: str = "attention",
          **options: object) -> tuple[onnx.ModelProto, dict]:
     ctx = make_context(model, feeds, tmp_path, family, transformer_shape=SHAPE)
     result = apply_pass(FoldConstants(FoldConstants.Config(**options)), model, ctx)
@@ -117,7 +117,7 @@ def test_falls_back_to_onnxsim(bert: tuple, tmp_path: Path, monkeypatch: pytest.
 
 def test_calibration_error_falls_back_to_generated_feeds(bert: tuple, tmp_path: Path) -> None:
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer")
+    ctx = make_context(model, feeds, tmp_path, "attention")
 
     def no_data() -> list[Feeds]:
         raise DataError("no representative data")

@@ -65,7 +65,7 @@ def conv_feeds() -> list[Feeds]:
 
 def test_fold_then_fuse_bert_finds_attention(bert: tuple, tmp_path: Path) -> None:
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer", transformer_shape=SHAPE)
+    ctx = make_context(model, feeds, tmp_path, "attention", transformer_shape=SHAPE)
     folded = apply_pass(FoldConstants(), model, ctx).model
     before = folded.SerializeToString()
     result = apply_pass(Fuse(), folded, ctx)
@@ -85,7 +85,7 @@ def test_fold_then_fuse_bert_finds_attention(bert: tuple, tmp_path: Path) -> Non
 def test_conv_bn_is_folded_and_refusals_are_reported(tmp_path: Path) -> None:
     model, feeds = conv_bn_model(), conv_feeds()
     before = model.SerializeToString()
-    result = apply_pass(Fuse(), model, make_context(model, feeds, tmp_path, "cnn"))
+    result = apply_pass(Fuse(), model, make_context(model, feeds, tmp_path, "convolution"))
     ops = [node.op_type for node in result.model.graph.node]
     assert ops == ["Conv", "Relu", "Conv", "BatchNormalization", "Add"]  # bn1 gone, bn2 kept
     assert result.stats["conv_bn_folded"] == 1
@@ -110,7 +110,7 @@ def test_non_constant_bn_parameters_are_refused(tmp_path: Path) -> None:
 def test_exported_cnn_has_bn_folded_already(tmp_path: Path) -> None:
     model, feeds = tiny_cnn()  # the TorchScript exporter folds BN in eval mode
     assert "BatchNormalization" not in {node.op_type for node in model.graph.node}
-    result = apply_pass(Fuse(), model, make_context(model, feeds, tmp_path, "cnn"))
+    result = apply_pass(Fuse(), model, make_context(model, feeds, tmp_path, "convolution"))
     assert result.stats["conv_bn_folded"] == 0 and result.stats["refused"] == []
     assert_numerically_close(model, result.model, feeds, min_cosine=0.999999, atol=0)
 
@@ -118,4 +118,4 @@ def test_exported_cnn_has_bn_folded_already(tmp_path: Path) -> None:
 def test_transformer_without_shape_is_refused(bert: tuple, tmp_path: Path) -> None:
     model, feeds = bert
     with pytest.raises(PassError, match="fuse.*num_heads and hidden_size"):
-        apply_pass(Fuse(), model, make_context(model, feeds, tmp_path, "transformer"))
+        apply_pass(Fuse(), model, make_context(model, feeds, tmp_path, "attention"))

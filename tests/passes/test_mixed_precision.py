@@ -32,7 +32,7 @@ def float_nodes(model: onnx.ModelProto, names: list[str]) -> list[str]:
 
 def test_tight_budget_leaves_the_most_sensitive_nodes_in_fp32(bert, tmp_path):
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=0.99999)
+    ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=0.99999)
     result = apply_pass(QuantizeDynamicInt8(Dynamic(mixed_precision=True)), model, ctx)
     search = result.stats["mixed_precision"]
     assert search["searched"] and search["budget_met"]
@@ -50,7 +50,7 @@ def test_tight_budget_leaves_the_most_sensitive_nodes_in_fp32(bert, tmp_path):
 
 def test_no_search_when_already_within_budget(bert, tmp_path):
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=0.99)
+    ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=0.99)
     plain = apply_pass(QuantizeDynamicInt8(), model, ctx).model
     result = apply_pass(QuantizeDynamicInt8(Dynamic(mixed_precision=True)), model, ctx)
     assert result.stats["mixed_precision"]["searched"] is False
@@ -60,7 +60,7 @@ def test_no_search_when_already_within_budget(bert, tmp_path):
 
 def test_target_fidelity_searches_past_the_budget(bert, tmp_path):
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=0.9)
+    ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=0.9)
     config = Dynamic(mixed_precision=True, target_fidelity=0.99999, search_evaluations=4)
     search = apply_pass(QuantizeDynamicInt8(config), model, ctx).stats["mixed_precision"]
     assert search["searched"] and search["excluded_nodes"]
@@ -70,7 +70,7 @@ def test_target_fidelity_searches_past_the_budget(bert, tmp_path):
 
 def test_unreachable_budget_returns_best_model_and_says_so(bert, tmp_path):
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=1.1)  # cannot be met
+    ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=1.1)  # cannot be met
     config = Dynamic(mixed_precision=True, max_excluded=2, search_evaluations=11)
     result = apply_pass(QuantizeDynamicInt8(config), model, ctx)
     search = result.stats["mixed_precision"]
@@ -82,7 +82,7 @@ def test_unreachable_budget_returns_best_model_and_says_so(bert, tmp_path):
 
 def test_static_cnn_mixed_precision(tmp_path):
     model, feeds = tiny_cnn()
-    ctx = make_context(model, feeds, tmp_path, "cnn", min_cosine=0.9999999)
+    ctx = make_context(model, feeds, tmp_path, "convolution", min_cosine=0.9999999)
     config = QuantizeStaticInt8.Config(mixed_precision=True, max_excluded=3)
     result = apply_pass(QuantizeStaticInt8(config), model, ctx)
     search = result.stats["mixed_precision"]
@@ -94,7 +94,7 @@ def test_static_cnn_mixed_precision(tmp_path):
 
 def test_search_options_are_checked(bert, tmp_path):
     model, feeds = bert
-    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=0.99999)
+    ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=0.99999)
     with pytest.raises(PassError, match="max_excluded = 0 must be at least 1"):
         apply_pass(QuantizeDynamicInt8(Dynamic(mixed_precision=True, max_excluded=0)), model, ctx)
 

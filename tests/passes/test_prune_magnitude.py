@@ -22,7 +22,7 @@ def cnn() -> tuple[onnx.ModelProto, list[Feeds]]:
 
 def prune(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, **options: object) -> tuple:
     result = apply_pass(PruneMagnitude(PruneMagnitude.Config(**options)), model,
-                        make_context(model, feeds, tmp_path, "cnn"))
+                        make_context(model, feeds, tmp_path, "convolution"))
     return result.model, result.stats
 
 

@@ -27,7 +27,7 @@ def bert() -> tuple[onnx.ModelProto, list[Feeds]]:
 
 def quantize(bert: tuple[onnx.ModelProto, list[Feeds]], workdir: Path, **options: object) -> PassResult:
     model, feeds = bert
-    ctx = make_context(model, feeds, workdir, "transformer")
+    ctx = make_context(model, feeds, workdir, "attention")
     return apply_pass(QuantizeDynamicInt8(Config(**options)), model, ctx)  # type: ignore[arg-type]
 
 
@@ -105,7 +105,7 @@ def test_misspelt_exclusion_is_refused_with_a_suggestion(bert, tmp_path):
 
 def test_model_without_quantizable_ops_fails_naming_the_ops(tmp_path):
     model, feeds = tiny_cnn()  # Conv and Gemm only: Conv is not in the defaults, Gemm unsupported
-    ctx = make_context(model, feeds, tmp_path, "cnn")
+    ctx = make_context(model, feeds, tmp_path, "convolution")
     with pytest.raises(PassError, match="quantize-dynamic-int8.*nothing to quantize.*Conv"):
         apply_pass(QuantizeDynamicInt8(), model, ctx)
 

@@ -21,7 +21,7 @@ def bert() -> tuple[onnx.ModelProto, list[Feeds]]:
 
 def quantize(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, **options: object) -> tuple:
     result = apply_pass(QuantizeInt4Weights(QuantizeInt4Weights.Config(**options)), model,
-                        make_context(model, feeds, tmp_path, "transformer"))
+                        make_context(model, feeds, tmp_path, "attention"))
     return result.model, result.stats
 
 
@@ -83,8 +83,8 @@ def test_bad_block_size_is_a_config_error() -> None:
 
 def test_mixed_precision_keeps_sensitive_matmuls_in_float(bert: tuple, tmp_path: Path) -> None:
     model, feeds = bert
-    plain = apply_pass(QuantizeInt4Weights(), model, make_context(model, feeds, tmp_path, "transformer"))
-    ctx = make_context(model, feeds, tmp_path, "transformer", min_cosine=0.9999999)  # unreachable in 4 bits
+    plain = apply_pass(QuantizeInt4Weights(), model, make_context(model, feeds, tmp_path, "attention"))
+    ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=0.9999999)  # unreachable in 4 bits
     result = apply_pass(QuantizeInt4Weights(QuantizeInt4Weights.Config(mixed_precision=True, max_excluded=2)),
                         model, ctx)
     search = result.stats["mixed_precision"]

@@ -31,7 +31,7 @@ def quantize(model: onnx.ModelProto, ctx: PassContext, **options: object) -> Pas
 
 def test_qdq_nodes_int8_per_channel_weights_uint8_activations(cnn, tmp_path):
     model, feeds = cnn
-    result = quantize(model, make_context(model, feeds, tmp_path, "cnn"))
+    result = quantize(model, make_context(model, feeds, tmp_path, "convolution"))
     ops = Counter(node.op_type for node in result.model.graph.node)
     assert ops["QuantizeLinear"] > 0 and ops["DequantizeLinear"] > 0
     initializers = {init.name: numpy_helper.to_array(init) for init in result.model.graph.initializer}
@@ -52,7 +52,7 @@ def test_qdq_nodes_int8_per_channel_weights_uint8_activations(cnn, tmp_path):
 def test_outputs_stay_close_and_input_is_untouched(cnn, tmp_path):
     model, feeds = cnn
     before = model_digest(model)
-    result = quantize(model, make_context(model, feeds, tmp_path, "cnn"))
+    result = quantize(model, make_context(model, feeds, tmp_path, "convolution"))
     assert model_digest(model) == before
     assert_numerically_close(model, result.model, feeds, min_cosine=0.99)
 
@@ -69,7 +69,7 @@ def test_calibration_is_limited_to_calibration_samples(cnn, tmp_path, monkeypatc
         return feed
 
     monkeypatch.setattr(static_module._FeedReader, "get_next", counting)
-    ctx = make_context(model, feeds, tmp_path, "cnn")
+    ctx = make_context(model, feeds, tmp_path, "convolution")
     result = quantize(model, ctx, calibration_samples=3, calibrate_method="percentile")
     assert len(seen) == 3
     assert result.stats["calibration_samples"] == 3
@@ -78,7 +78,7 @@ def test_calibration_is_limited_to_calibration_samples(cnn, tmp_path, monkeypatc
 
 def test_empty_calibration_data_is_a_data_error(cnn, tmp_path):
     model, feeds = cnn
-    ctx = make_context(model, feeds, tmp_path, "cnn")
+    ctx = make_context(model, feeds, tmp_path, "convolution")
     ctx.calibration = lambda: []
     with pytest.raises(DataError, match="needs calibration data.*representative is empty"):
         quantize(model, ctx)
@@ -86,7 +86,7 @@ def test_empty_calibration_data_is_a_data_error(cnn, tmp_path):
 
 def test_missing_calibration_data_propagates(cnn, tmp_path):
     model, feeds = cnn
-    ctx = make_context(model, feeds, tmp_path, "cnn")
+    ctx = make_context(model, feeds, tmp_path, "convolution")
 
     def no_data() -> list[Feeds]:
         raise DataError("the recipe has no data.representative")
@@ -98,7 +98,7 @@ def test_missing_calibration_data_propagates(cnn, tmp_path):
 
 def test_calibration_batches_lacking_an_input_are_a_data_error(cnn, tmp_path):
     model, feeds = cnn
-    ctx = make_context(model, feeds, tmp_path, "cnn")
+    ctx = make_context(model, feeds, tmp_path, "convolution")
     ctx.calibration = lambda: [{"pixels": feed["image"]} for feed in feeds]
     with pytest.raises(DataError, match="lacks model input.*image"):
         quantize(model, ctx)
@@ -111,7 +111,7 @@ def test_failed_preprocessing_is_recorded_and_skipped(cnn, tmp_path, monkeypatch
         raise RuntimeError("symbolic shape inference gave up")
 
     monkeypatch.setattr(static_module, "quant_pre_process", broken)
-    result = quantize(model, make_context(model, feeds, tmp_path, "cnn"))
+    result = quantize(model, make_context(model, feeds, tmp_path, "convolution"))
     assert result.stats["preprocess"].startswith("skipped: RuntimeError: symbolic shape inference")
     assert_numerically_close(model, result.model, feeds, min_cosine=0.99)
 
@@ -119,7 +119,7 @@ def test_failed_preprocessing_is_recorded_and_skipped(cnn, tmp_path, monkeypatch
 def test_excluded_conv_keeps_float_weights(cnn, tmp_path):
     model, feeds = cnn
     conv = next(node for node in model.graph.node if node.op_type == "Conv")
-    result = quantize(model, make_context(model, feeds, tmp_path, "cnn"), nodes_to_exclude=(conv.name,))
+    result = quantize(model, make_context(model, feeds, tmp_path, "convolution"), nodes_to_exclude=(conv.name,))
     kept = next(node for node in result.model.graph.node if node.name == conv.name)
     constants = {init.name: init for init in result.model.graph.initializer}
     assert constants[kept.input[1]].data_type == onnx.TensorProto.FLOAT
@@ -129,6 +129,6 @@ def test_excluded_conv_keeps_float_weights(cnn, tmp_path):
 
 def test_transformer_with_restricted_op_types(tmp_path: Path):
     model, feeds = tiny_bert()
-    result = quantize(model, make_context(model, feeds, tmp_path, "transformer"), op_types_to_quantize=("MatMul",))
+    result = quantize(model, make_context(model, feeds, tmp_path, "attention"), op_types_to_quantize=("MatMul",))
     assert result.stats["quantized_nodes"] == {"MatMul": 16}  # weights and attention MatMuls alike
     assert_numerically_close(model, result.model, feeds, min_cosine=0.99)

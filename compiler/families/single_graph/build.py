@@ -50,8 +50,10 @@ class SingleGraphBuild(FamilyBuild):
 
         recipe, dataset = self.recipe, self.dataset
         source_digest = sha256_tree(family(recipe.family).source_files(recipe))
+        from compiler.importers.callables import search_roots
+
         factory = [recipe.source.partition(":")[0]] if recipe.source_kind == "torch" else []
-        roots = [recipe.root] if recipe.root is not None else []
+        roots = search_roots(recipe.root)
         key = stage_key(
             "import",
             inputs={"source": source_digest, "data": self.data_digest},

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from compiler.errors import DataError, ModelError
-from compiler.importers import ctranslate2_whisper as cw
+from compiler.families.speech import ctranslate2_whisper as cw
 from compiler.families.speech.features import N_SAMPLES, PREPROCESSING, log_mel
 
 TINY_EN_PARAMETERS = 37_760_256  # transformers count, proj_out tied to embed_tokens (counted once)

@@ -16,7 +16,7 @@ def test_write_then_replay_runs_the_same_pass(tmp_path: Path) -> None:
     source = tmp_path / "in.onnx"
     source.write_bytes(model.SerializeToString())
     where = reproducer.write(
-        tmp_path, "quantize-static-int8", {"per_channel": True}, source, "cnn", {}, ["fold-constants"]
+        tmp_path, "quantize-static-int8", {"per_channel": True}, source, "convolution", {}, ["fold-constants"]
     )
     assert where.parent == tmp_path / "repro" and (where / "input.onnx").read_bytes() == source.read_bytes()
     stats = reproducer.replay(where)

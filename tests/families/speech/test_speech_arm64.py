@@ -11,7 +11,7 @@ import pytest
 
 from compiler.backends import aarch64
 from compiler.errors import UserError
-from tests.speech.test_speech_build import build, small_recipe
+from tests.families.speech.test_speech_build import build, small_recipe
 
 
 def test_arm64_int8_whisper_is_verified_under_qemu(tmp_path_factory: pytest.TempPathFactory) -> None:
