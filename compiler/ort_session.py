@@ -17,14 +17,15 @@ def session(
     model: onnx.ModelProto | Path | bytes,
     threads: int = 1,
     level: ort.GraphOptimizationLevel = ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    saved_optimizations: bool = False,
 ) -> ort.InferenceSession:
-    """A CPU session; an .ort file replays its recorded optimisations, as on the phone."""
+    """A CPU session; `saved_optimizations` replays the ones an ORT-format model recorded, as on the phone."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = level
     options.log_severity_level = 3
-    if isinstance(model, Path) and model.suffix == ".ort":
+    if saved_optimizations:
         options.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
     source: str | bytes
     if isinstance(model, onnx.ModelProto):

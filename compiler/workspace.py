@@ -106,7 +106,12 @@ def current() -> Workspace:
 
 def optional() -> Workspace | None:
     """The current workspace, or None outside any (built-ins still resolve)."""
-    return _active or find()
+    if _active is not None:
+        return _active
+    found = find()
+    if found is not None:
+        found.check_marker()
+    return found
 
 
 def search_dirs(kind: str) -> list[Path]:

@@ -69,7 +69,7 @@ class PassContext:
 
     workdir: Path
     # What the graph is built of, for passes whose "auto" choice depends on it: "attention" (a
-    # transformer: keep attention intact for ORT's fusions), "convolution", or "generic".
+    # transformer: keep attention intact for ORT's fusions), "convolution", or "other".
     architecture: str
     calibration: Callable[[], list[Feeds]]
     evaluate: Callable[[onnx.ModelProto], Fidelity]

@@ -35,7 +35,7 @@ from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import (
     OpIdKernelTypeStrArgsEntry,
 )
 
-from compiler.backends.base import Backend, CompiledGraph, CompileRequest
+from compiler.backends.base import Backend, CompiledGraph, CompileRequest, Predict
 from compiler.errors import ModelError
 from compiler.progress import heartbeat, step
 
@@ -59,6 +59,14 @@ class OrtMobileBackend(Backend):
 
     def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
         return compile_model(request.model, directory)
+
+    def predictor(self, artifact: Path, threads: int = 1) -> Predict:
+        """The .ort file as on the phone: its recorded optimisations replayed."""
+        from compiler.ort_session import session
+
+        sess = session(artifact, threads, saved_optimizations=True)
+        names = [i.name for i in sess.get_inputs()]
+        return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
 
     def signature(self, compiled: CompiledGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         from compiler.backends.ort import signature_of

@@ -33,7 +33,8 @@ from compiler.progress import step
 from compiler.shipped import package_file
 from compiler.toolchains import Toolchain
 
-TOOLCHAIN = Toolchain("tflite")
+LOCK = package_file("compiler/toolchains/tflite.lock")  # onnx2tf's stack, pinned
+TOOLCHAIN = Toolchain(LOCK.stem, lock_dir=LOCK.parent)
 WORKER = package_file("compiler/toolchains/tflite_worker.py")
 ARTIFACT_NAME = "model.tflite"
 CONVERT_TIMEOUT_S = 1800

@@ -28,6 +28,17 @@ from compiler.progress import step
 
 CATALOGUE = 10_000
 HARDWARE_TARGETS = 10
+# The target section of the fake catalogue entries (a desktop INT8 bundle's).
+SYNTHETIC_COMPATIBILITY = {
+    "os": "linux",
+    "arch": "x86_64",
+    "triple": "x86_64-linux-gnu",
+    "cpu": None,
+    "isa_features": ["avx2"],
+    "runtime": "onnxruntime",
+    "runtime_min_version": "1.20",
+    "precision": "int8",
+}
 
 
 def _mb_per_s(size: int, seconds: float) -> float:
@@ -121,7 +132,8 @@ def metadata_figures(real_bundle: Path, scratch: Path) -> dict[str, Any]:
         options = {} if layout["threshold"] is None else {"hash_bin_threshold": layout["threshold"]}
         names = ["desktop-int8", *(f"board-{i:02d}" for i in range(1, layout["targets"]))]
         for name in names:
-            add_synthetic_targets(repo, keys, name, count if name != "desktop-int8" else count - 1, **options)
+            entries = count if name != "desktop-int8" else count - 1
+            add_synthetic_targets(repo, keys, name, entries, SYNTHETIC_COMPATIBILITY, **options)
         publish(repo, real_bundle, keys, "beta", **options)
         metadata = repo / "metadata"
         role = max(metadata.glob("*.desktop-int8.json"), key=lambda path: int(path.name.split(".")[0]))

@@ -69,7 +69,7 @@ def main() -> None:
     build.import_stage([])
     clips = by_sentence(build.clips, args.clips)
     with tempfile.TemporaryDirectory(prefix="edgebuild-sensitivity-") as tmp:
-        context = PassContext(Path(tmp), "generic", lambda: [], lambda _: None, "sensitivity")
+        context = PassContext(Path(tmp), "other", lambda: [], lambda _: None, "sensitivity")
         print(f"{len(clips)} clips; WER points over FP32 on the same clips, one graph swapped into the FP32 pair")
         for label, (part, passes) in VARIANTS.items():
             model = onnx.load(str(build.fp32[part]))

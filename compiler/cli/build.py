@@ -133,11 +133,12 @@ def package_build(build_dir: Path, key: Path | None) -> None:
 @click.command()
 @click.option("-t", "--target", required=True, help="Target name (see `edgebuild targets`) or a .toml path.")
 @click.option("-m", "--model", default="minilm", show_default=True, help="Recipe name or a .toml path.")
+@click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="The ONNX file the build was made from.")
 @click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
 @artifacts_option
-def package(target: str, model: str, key: Path | None, artifacts: Path | None) -> None:
+def package(target: str, model: str, onnx_path: Path | None, key: Path | None, artifacts: Path | None) -> None:
     """Package an existing build (its report.json) into the signed <model>-<version>-<target>.tar."""
-    name = config.load_recipe(model).name if not model.endswith(".onnx") else Path(model).stem
+    name = onnx_path.stem if onnx_path is not None else config.load_recipe(model).name
     spec_name = config.load_target(target, check_passes=False).name
     package_build(artifacts_dir(artifacts) / name / spec_name, key)
 

@@ -61,7 +61,7 @@ def replay(directory: Path) -> dict[str, Any]:
     model = load_onnx(directory / "input.onnx")
     recipe = recipe_for_onnx_file(directory / "input.onnx")
     context = family(recipe.family).replay_context(
-        recipe, directory, manifest.get("architecture", "generic"), manifest["transformer_shape"]
+        recipe, directory, manifest.get("architecture", "other"), manifest["transformer_shape"]
     )
     pass_class = CATALOGUE[manifest["pass"]]
     graph_pass = pass_class(config_from_options(pass_class.Config, manifest["options"], str(manifest_path)))

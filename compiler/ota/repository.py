@@ -414,16 +414,17 @@ def add_synthetic_targets(
     keys: Keystore,
     target: str,
     count: int,
+    compatibility: dict[str, Any],
     *,
     model: str = "synthetic",
     hash_bin_threshold: int = HASH_BIN_THRESHOLD,
 ) -> tuple[str, ...]:
     """List `count` fake bundles of `model` on `target` (no bytes stored): a catalogue for benchmarks.
 
-    The entries carry the same `custom` fields as real bundles, so metadata sizes are realistic.
+    The entries carry the same `custom` fields as real bundles (`compatibility` is a manifest's
+    target section), so metadata sizes are realistic.
     """
-    compatibility = {"name": target, "os": "linux", "arch": "x86_64", "triple": "x86_64-linux-gnu", "cpu": None}
-    compatibility.update(isa_features=["avx2"], runtime="onnxruntime", runtime_min_version="1.20", precision="int8")
+    compatibility = {**compatibility, "name": target}
     with Repository.open(repo, keys, threshold=hash_bin_threshold) as repository:
         repository.ensure_target_role(target)
         for number in range(count):

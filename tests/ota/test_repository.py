@@ -18,6 +18,7 @@ from tuf.api.metadata import Metadata, TargetFile
 
 from compiler.ota import repo_state
 from compiler.ota.delta import apply_delta
+from compiler.bench.delivery import SYNTHETIC_COMPATIBILITY
 from compiler.ota.keystore import Keystore, KeystoreError, default_keys_dir
 from compiler.ota.repo_state import Expiry, RepoError, Repository
 from compiler.ota.repository import (
@@ -351,7 +352,7 @@ def test_hash_bins_keep_lookups_working_and_small(
 def test_synthetic_catalogue_lookup_downloads_little_metadata(
     repo: Path, keys: Keystore, url: str, bundles: Path, tmp_path: Path
 ) -> None:
-    add_synthetic_targets(repo, keys, TARGET, 2000)
+    add_synthetic_targets(repo, keys, TARGET, 2000, SYNTHETIC_COMPATIBILITY)
     publish(repo, make_bundle(bundles, "1.0.0"), keys)
     bins = Repository.open(repo, keys).role(TARGET).signed.delegations
     assert bins is not None and bins.succinct_roles is not None

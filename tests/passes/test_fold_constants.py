@@ -74,7 +74,7 @@ def test_folds_bert_keeps_symbolic_axes_and_outputs(bert: tuple, tmp_path: Path)
 def test_full_level_simplifies_further(bert: tuple, tmp_path: Path) -> None:
     model, feeds = bert
     folded, _ = fold(model, feeds, tmp_path)
-    full, stats = fold(model, feeds, tmp_path, family="generic")
+    full, stats = fold(model, feeds, tmp_path, family="other")
     assert stats["level"] == "full"
     assert len(full.graph.node) < len(folded.graph.node)
     assert io_dims(full) == io_dims(model)
@@ -83,18 +83,18 @@ def test_full_level_simplifies_further(bert: tuple, tmp_path: Path) -> None:
 
 def test_tensor_size_limit_stops_folding(tmp_path: Path) -> None:
     model = constant_matmul(branches=1, rows=1024)  # folding makes one 4 MB tensor
-    folded, stats = fold(model, [], tmp_path, family="generic")
+    folded, stats = fold(model, [], tmp_path, family="other")
     assert "ConstantOfShape" not in {n.op_type for n in folded.graph.node}
     assert stats["bytes_after"] > 4 << 20
     assert stats["check"]["feeds"] == "generated"  # no calibration batches: generated feeds
-    limited, stats = fold(model, [], tmp_path, family="generic", max_constant_mb=1.0)
+    limited, stats = fold(model, [], tmp_path, family="other", max_constant_mb=1.0)
     assert "ConstantOfShape" in {n.op_type for n in limited.graph.node}
     assert stats["bytes_after"] < 4096
 
 
 def test_model_growth_limit_keeps_the_input(tmp_path: Path) -> None:
     model = constant_matmul(branches=2, rows=512)  # two 2 MB tensors: each under 3 MB, 4 MB in all
-    folded, stats = fold(model, [], tmp_path, family="generic", max_constant_mb=3.0)
+    folded, stats = fold(model, [], tmp_path, family="other", max_constant_mb=3.0)
     assert "grew the model by 4.0 MB" in stats["kept_input"]
     assert folded.SerializeToString() == model.SerializeToString()
 
@@ -136,4 +136,4 @@ def test_unknown_op_is_refused_naming_it(tmp_path: Path) -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
                                                     helper.make_opsetid("com.example", 1)], ir_version=8)
     with pytest.raises(PassError, match=r"fold-constants.*cannot load the input model.*Mystery"):
-        fold(model, [], tmp_path, family="generic")
+        fold(model, [], tmp_path, family="other")

@@ -114,7 +114,7 @@ def test_search_excludes_the_most_sensitive_node_first(tmp_path: Path):
         accuracy = 99.0 + sum(gains[name] for name in excluded)
         return Fidelity("top1_accuracy", accuracy, accuracy >= 99.35, f"accuracy {accuracy:.2f}")
 
-    ctx = PassContext(tmp_path, "generic", lambda: [], evaluate, "test")
+    ctx = PassContext(tmp_path, "other", lambda: [], evaluate, "test")
     outcome = search_exclusions(model, quantize, quantize(()), ["a", "b", "c"], ctx, SearchSettings(max_excluded=2))
     assert outcome.stats["excluded_nodes"] == ["a"]
     assert outcome.stats["budget_met"] is True

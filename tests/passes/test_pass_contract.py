@@ -83,24 +83,24 @@ def model() -> onnx.ModelProto:
 
 def test_a_pass_that_mutates_its_input_breaks_the_contract(model: onnx.ModelProto, tmp_path: Path) -> None:
     with pytest.raises(PassContractError, match=r"pass 'mutates-input' \(after \['fold-constants'\]\) mutated its input"):
-        apply_pass(MutatesInput(), model, make_context(model, [], tmp_path, "generic"), ["fold-constants"])
+        apply_pass(MutatesInput(), model, make_context(model, [], tmp_path, "other"), ["fold-constants"])
 
 
 def test_a_pass_that_returns_an_invalid_graph_is_a_pass_error(model: onnx.ModelProto, tmp_path: Path) -> None:
     with pytest.raises(
         PassError, match=r"error in pass 'invalid-graph' after \['fuse'\]: output is not a valid ONNX model: "
     ):
-        apply_pass(InvalidGraph(), model, make_context(model, [], tmp_path, "generic"), ["fuse"])
+        apply_pass(InvalidGraph(), model, make_context(model, [], tmp_path, "other"), ["fuse"])
 
 
 def test_a_pass_that_returns_something_else_breaks_the_contract(model: onnx.ModelProto, tmp_path: Path) -> None:
     with pytest.raises(PassContractError, match=r"returned ModelProto, not a PassResult"):
-        apply_pass(NotAResult(), model, make_context(model, [], tmp_path, "generic"))
+        apply_pass(NotAResult(), model, make_context(model, [], tmp_path, "other"))
 
 
 def test_a_refusal_names_the_pass_what_ran_before_and_the_node(model: onnx.ModelProto, tmp_path: Path) -> None:
     with pytest.raises(PassError, match=r"^error in pass 'refuses' after \['a', 'b'\]: node 'conv1' \(Conv\)"):
-        apply_pass(Refuses(), model, make_context(model, [], tmp_path, "generic"), ["a", "b"])
+        apply_pass(Refuses(), model, make_context(model, [], tmp_path, "other"), ["a", "b"])
 
 
 def test_an_ordering_violation_is_refused_before_anything_runs() -> None:

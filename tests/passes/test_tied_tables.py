@@ -59,7 +59,7 @@ def floats(model: onnx.ModelProto) -> list[str]:
 def test_dynamic_int8_gathers_from_the_matmuls_int8_weights(tmp_path: Path) -> None:
     model = tied_model()
     pass_ = QuantizeDynamicInt8(QuantizeDynamicInt8.Config())
-    quantized = apply_pass(pass_, model, make_context(model, [], tmp_path, "generic")).model
+    quantized = apply_pass(pass_, model, make_context(model, [], tmp_path, "other")).model
     assert "W" not in floats(quantized)  # the float table is gone
     int8 = [i for i in quantized.graph.initializer if i.data_type == TensorProto.INT8 and len(i.dims) == 2]
     assert len(int8) == 1  # one INT8 copy serves both
@@ -70,7 +70,7 @@ def test_dynamic_int8_gathers_from_the_matmuls_int8_weights(tmp_path: Path) -> N
 def test_int4_gathers_from_the_matmulnbits_blocks(tmp_path: Path) -> None:
     model = tied_model()
     pass_ = QuantizeInt4Weights(QuantizeInt4Weights.Config(block_size=32))
-    result = apply_pass(pass_, model, make_context(model, [], tmp_path, "generic"))
+    result = apply_pass(pass_, model, make_context(model, [], tmp_path, "other"))
     assert result.stats["tied_tables_shared"] == 1 and "W" not in floats(result.model)
     assert any(node.op_type == "GatherBlockQuantized" for node in result.model.graph.node)
     expected, gathered = effective_weights(result.model)

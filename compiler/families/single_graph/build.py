@@ -133,7 +133,7 @@ class SingleGraphBuild(FamilyBuild):
             inputs={"model": sha256_file(path), "data": self.data_digest, "reference": self.reference_digest},
             config={
                 "metric": self.recipe.metric,
-                "runtime": backend.runtime if backend else "onnxruntime",
+                "runtime": backend.runtime if backend else None,  # None: an ONNX graph, on ONNX Runtime here
                 "emulated_batches": self.target.emulated_batches if slow else None,
             },
             code=code_digest([EVALUATOR]) + (backend.fingerprint() if backend else ""),

@@ -62,7 +62,7 @@ class SingleGraphFamily(ModelFamily):
     source_kinds: ClassVar[tuple[str, ...]] = SOURCE_KINDS
     bench: ClassVar[str | None] = "compiler.bench.desktop:bench_recipe"
     # What passes are told about the graph (PassContext.architecture).
-    architecture: ClassVar[str] = "generic"
+    architecture: ClassVar[str] = "other"
 
     def check_recipe(self, recipe: ModelRecipe, top: TomlTable) -> None:
         data = DATA.check(top.table("data"))

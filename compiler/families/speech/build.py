@@ -187,7 +187,7 @@ class SpeechBuild(FamilyBuild):
         )
         return PassContext(
             workdir=workdir,
-            architecture="generic",
+            architecture="other",
             calibration=part_ctx.calibration,
             evaluate=part_ctx.evaluate,
             fingerprint=fingerprint,
