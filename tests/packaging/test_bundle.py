@@ -110,7 +110,7 @@ def test_bundle_is_reproducible(build_dir: Path, keys: tuple[Path, Path], tmp_pa
     shutil.copytree(build_dir, copy)
     for stale in copy.glob("*.tar"):
         stale.unlink()
-    script = "import sys, pathlib, compiler.packaging as p; p.package(*map(pathlib.Path, sys.argv[1:]))"
+    script = "import sys, pathlib, compiler.packaging.bundle as p; p.package(*map(pathlib.Path, sys.argv[1:]))"
     for seed in ("1", "2"):
         environment = dict(os.environ, PYTHONHASHSEED=seed)
         subprocess.run([sys.executable, "-c", script, str(copy), str(keys[0])], check=True, env=environment, cwd=ROOT)
