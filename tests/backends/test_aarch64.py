@@ -113,22 +113,24 @@ def test_int64_input_tuple_output(tmp_path: Path, runner: Path) -> None:
 def test_build_path_feeds_inputs_in_graph_order(tmp_path: Path, runner: Path) -> None:
     """The build's path (compile_for writes io.json, outputs_for runs qemu): inputs whose names sort
     in the other order than the graph's (MiniLM: input_ids, attention_mask) reach main in graph order."""
+    from compiler.backends.base import CompileRequest
+    from compiler.backends.catalogue import backend_for
     from compiler.engine import config
-    from compiler.backends.tvm import compile_for
-    from compiler.ort_session import outputs_for
 
     model = _embedding_model(ids="zeta_ids", mask="alpha_mask")
     onnx.save(model, tmp_path / "embed.onnx")
     shapes = {"zeta_ids": [2, 6], "alpha_mask": [2, 6]}
     (tmp_path / "out").mkdir()
-    compile_for(config.load_target("arm64-fp32"), tmp_path / "embed.onnx", shapes, tmp_path / "cache", tmp_path / "out")
+    backend = backend_for(config.load_target("arm64-fp32"))
+    backend.compile(CompileRequest(tmp_path / "embed.onnx", "embed", "model", shapes, tmp_path / "cache"), tmp_path / "out")
+    assert backend.execution(tmp_path / "out" / "model.so").where == "emulated"
     rng = np.random.default_rng(3)
     feeds = {
         "zeta_ids": rng.integers(0, 50, (2, 6)).astype(np.int64),
         "alpha_mask": (rng.random((2, 6)) > 0.3).astype(np.float32),
     }
 
-    (outputs,) = outputs_for(tmp_path / "out" / "model.so", [feeds])
+    (outputs,) = backend.outputs_for(tmp_path / "out" / "model.so", [feeds])
 
     for actual, expected in zip(outputs, run_ort(model, feeds), strict=True):
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)

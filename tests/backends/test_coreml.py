@@ -16,7 +16,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from compiler.backends import coreml, mil_interpreter
+from compiler.backends import coreml
+from compiler.backends import mil_interpreter
+from compiler.backends.base import IO_RECORD
 from compiler.cli.main import main
 from compiler.errors import ModelError
 
@@ -131,7 +133,7 @@ def test_a_package_producing_nan_fails_verification(tmp_path: Path) -> None:
     archive.parent.mkdir()
     coreml.zip_package(package, archive)
     io = {"inputs": [{"name": "x", "dtype": "float32", "shape": [2, 3]}], "input_shapes": {"x": [2, 3]}}
-    archive.with_name(coreml.IO_RECORD).write_text(json.dumps({**io, "outputs": [], "onnx_outputs": ["y"]}))
+    archive.with_name(IO_RECORD).write_text(json.dumps({**io, "outputs": [], "onnx_outputs": ["y"]}))
     with pytest.raises(ModelError, match=r"produces NaN/inf in output 'y' \(6 values, batch 0\)"):
         coreml.outputs_for(archive, [{"x": np.ones((2, 3), np.float32)}], ["y"])
 
