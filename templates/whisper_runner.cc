@@ -2,7 +2,7 @@
 //
 // The device-side loop that edgebuild ships in TVM speech bundles, and what the build runs under
 // qemu-aarch64-static to verify an ARM64 bundle's word error rate. It is the same loop as
-// compiler/speech/generate.py:greedy:
+// compiler/families/speech/generate.py:greedy:
 //
 //   cross_k, cross_v = encoder(mel)                     // once per 30 s window
 //   k = v = zeros([layers, 1, max_tokens, d_model])     // the decoder's fixed-capacity cache
@@ -23,7 +23,7 @@
 // SETTINGS_DIR: prompt.npy (int64 token ids), limits.npy (int64 [eos, max_tokens, layers, d_model]),
 // mask.npy and begin_mask.npy (float32 [vocab], 0 or -inf: generation_config.json's suppress and
 // suppress_at_begin lists). IN_DIR: 0.npy, 1.npy, ... one log-mel [1, 80, 3000] float32 per clip
-// (compiler/speech/features.py:log_mel). OUT_DIR gets 0.npy, 1.npy, ...: the generated token ids
+// (compiler/families/speech/features.py:log_mel). OUT_DIR gets 0.npy, 1.npy, ...: the generated token ids
 // (int64, without the prompt and <|endoftext|>); tokenizer.json turns them into text.
 
 #include "tvm_npy.h"

@@ -3,12 +3,12 @@
 1. Verify throughput on the MiniLM desktop-int8 bundle: plain sha256 over its bytes, and the whole
    `edgebuild verify` (tar safety, schema, per-file digests, model-signing signature), in MB/s.
 2. Delta size for a realistic update: MiniLM v1 against a v2 whose last encoder layer changed
-   (compiler/ota/model_update.py), both built and quantized by the normal pipeline; zstd
+   (compiler/bench/model_update.py), both built and quantized by the normal pipeline; zstd
    patch-from size, make and apply time, next to the full bundle.
 3. Metadata bytes a fresh device downloads (refresh, channel index, pointer, one bundle lookup) for
    a catalogue of 10,000 bundles: one delegated role per hardware target with hash bins, against
    the same catalogue without bins.
-4. Kills during install survived out of N (compiler/ota/kill_bench.py), A/B slots against an
+4. Kills during install survived out of N (compiler/bench/install_kills.py), A/B slots against an
    in-place overwrite.
 
 A benchmark, not a test: it prints tables and asserts nothing.
@@ -158,7 +158,7 @@ def _tree_bytes(directory: Path) -> int:
 
 def run_ota_bench(kills: int = 200, json_path: Path | None = None) -> dict[str, Any]:
     """Run the four measurements and print their tables; returns them (also as JSON if asked)."""
-    from compiler.bench.desktop import install_kills as kill_bench
+    from compiler.bench import install_kills as kill_bench
     from compiler.bench.model_update import finetuned_minilm
     from compiler.packaging.signing import public_key_pem, resolve_key
 

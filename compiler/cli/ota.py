@@ -1,7 +1,7 @@
 """OTA commands of the `edgebuild` command line: the repository side (repo init/refresh/rotate-key,
 publish, promote, serve) and the device side (device update/status/rollback).
 
-They are attached to the main group in cli.py; errors are UserErrors, printed there as one line.
+They are attached to the main group in main.py; errors are UserErrors, printed there as one line.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ Needs: a POSIX filesystem where os.replace is atomic and fsync reaches the disk.
 Guarantees: a process killed at any instruction (SIGKILL, power loss after fsync) leaves
 current.json naming a complete slot whose files all match its signed manifest, either the old
 bundle or the new one, never a mix: the new slot is written and fsynced while nothing points at
-it, and the pointer moves by one rename. Measured by kill_bench.py.
+it, and the pointer moves by one rename. Measured by compiler/bench/install_kills.py.
 """
 
 from __future__ import annotations

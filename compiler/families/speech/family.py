@@ -37,7 +37,7 @@ DATA = Schema(
         Field("emulated_clips", int, minimum=1),
     )
 )
-METRIC = Schema((Field("kind", str, required=True, choices=("wer",)), Field("max_increase", float, minimum=0)))
+METRIC = Schema((Field("kind", str, required=True, choices=("wer",)), Field("max_increase", float)))
 BENCH = Schema((Field("clips", int, minimum=1), Field("wer_clips", int, minimum=1)))
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from compiler.shipped import shipped
 from compiler.errors import DataError
 from compiler.families.speech import testset
 from compiler.families.speech.testset import (
@@ -23,7 +24,7 @@ from compiler.families.speech.testset import (
 
 # testset_digest is used as testset.testset_digest: imported by name, pytest would collect it as a test
 
-SENTENCES = Path(__file__).resolve().parents[2] / "models" / "data" / "speech_sentences.txt"
+SENTENCES = shipped("models/data/speech_sentences.txt")
 SHORT = "Good morning."
 LONG = "The committee met on the third of May to discuss the new timetable for buses and trains across the region."
 
