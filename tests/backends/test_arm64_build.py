@@ -16,6 +16,8 @@ from compiler.cli.main import main
 from compiler.shipped import PACKAGES as ROOT
 from compiler.errors import UserError
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 
 @pytest.fixture(scope="module")
 def arm64_build(tmp_path_factory: pytest.TempPathFactory) -> Path:

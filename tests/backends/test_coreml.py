@@ -34,6 +34,7 @@ def int8_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _build("ios-int8", tmp_path_factory.mktemp("ios"))
 
 
+@pytest.mark.slow
 def test_int8_weights_are_int8_and_the_interpreter_scored_the_package(int8_build: Path) -> None:
     record = json.loads((int8_build / "report.json").read_text())
     stats = record["stages"][-1]["stats"]
@@ -44,6 +45,7 @@ def test_int8_weights_are_int8_and_the_interpreter_scored_the_package(int8_build
     assert record["metrics"]["size_ratio"] < 0.35 and record["metrics"]["latency"]["artifact_ms"] is None
 
 
+@pytest.mark.slow
 def test_bundle_carries_the_zipped_package_and_a_swift_snippet(int8_build: Path) -> None:
     with tarfile.open(int8_build / "digits-cnn-1.0.0-ios-int8.tar") as tar:
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
@@ -59,6 +61,7 @@ def test_bundle_carries_the_zipped_package_and_a_swift_snippet(int8_build: Path)
     assert all(key.isupper() or "-" in key for key in manifest_json["itemInfoEntries"])
 
 
+@pytest.mark.slow
 def test_package_is_byte_identical_from_another_cache(int8_build: Path, tmp_path: Path) -> None:
     again = _build("ios-int8", tmp_path)  # retrains, re-exports and reconverts from scratch
 

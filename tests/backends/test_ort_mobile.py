@@ -33,6 +33,7 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return artifacts / "digits-cnn" / "android-ort-int8"
 
 
+@pytest.mark.slow
 def test_ort_model_is_int8_verified_and_bundled_with_its_op_config(build: Path) -> None:
     record = json.loads((build / "report.json").read_text())
     stats = record["stages"][-1]["stats"]
@@ -81,6 +82,7 @@ def _convert(model: Path, workdir: Path) -> bytes:
     return (workdir / "m.with_runtime_opt.ort").read_bytes()
 
 
+@pytest.mark.slow
 def test_canonical_ort_is_stable_loadable_and_identical_in_outputs(tmp_path: Path) -> None:
     source = tmp_path / "m.onnx"
     onnx.save(_many_op_model(), str(source))

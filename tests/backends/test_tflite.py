@@ -17,6 +17,8 @@ from compiler.backends import tflite
 from compiler.cli.main import main
 from compiler.errors import UserError
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 
 def _build(target: str, artifacts: Path) -> Path:
     result = CliRunner().invoke(

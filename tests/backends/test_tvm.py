@@ -79,6 +79,7 @@ def test_untuned_cnn_matches_onnx_runtime(cnn: tuple[Path, onnx.ModelProto], tmp
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_tuning_records_are_reused(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     onnx.save(_matmul_relu(), path)

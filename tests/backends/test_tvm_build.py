@@ -14,6 +14,8 @@ from click.testing import CliRunner
 from compiler.cli.main import main
 from tests.toml_variants import variant
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 TRIALS = 8
 
 

@@ -22,6 +22,8 @@ from compiler.errors import UserError
 from tests.backends.test_tvm import _matmul_relu
 from tests.onnx_helpers import run_ort
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 HOST = TvmTarget(kind="llvm", mtriple="x86_64-linux-gnu", mcpu=None, mattr=(), num_cores=1)
 KEY = "edgebuild-test-host"
 

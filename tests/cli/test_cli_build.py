@@ -37,6 +37,7 @@ def int8_build(artifacts: Path) -> dict:
     return json.loads((artifacts / "digits-cnn" / "desktop-int8" / "report.json").read_text())
 
 
+@pytest.mark.slow
 def test_digits_int8_meets_its_budget_and_is_quantized(int8_build: dict, artifacts: Path) -> None:
     out = artifacts / "digits-cnn" / "desktop-int8"
     assert {"digits-cnn.onnx", "report.json", "report.md", "report.png"} <= {p.name for p in out.iterdir()}
@@ -55,6 +56,7 @@ def test_digits_int8_meets_its_budget_and_is_quantized(int8_build: dict, artifac
     assert "| quantize-static-int8 |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_identical_rebuild_is_up_to_date(int8_build: dict, artifacts: Path) -> None:
     before = (artifacts / "digits-cnn" / "desktop-int8" / "report.json").stat().st_mtime_ns
     started = time.perf_counter()
@@ -64,6 +66,7 @@ def test_identical_rebuild_is_up_to_date(int8_build: dict, artifacts: Path) -> N
     assert (artifacts / "digits-cnn" / "desktop-int8" / "report.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_option_change_reruns_from_that_pass(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
     static = '{ pass = "quantize-static-int8", per_channel = true, mixed_precision = true'
     target = variant(tmp_path, "desktop-int8", {static + " }": static + ", calibration_samples = 64 }"})
@@ -80,6 +83,7 @@ def test_option_change_reruns_from_that_pass(int8_build: dict, artifacts: Path, 
     }
 
 
+@pytest.mark.slow
 def test_two_concurrent_builds_do_not_corrupt_each_other(int8_build: dict, artifacts: Path) -> None:
     env = {**os.environ, "ORT_DISABLE_TELEMETRY": "1"}
     command = [
@@ -121,6 +125,7 @@ def test_build_from_onnx_file(artifacts: Path, tmp_path: Path) -> None:
     assert record["metrics"]["fidelity"]["value"] > 0.999
 
 
+@pytest.mark.slow
 def test_speed_gate_fails_a_slower_optimised_build(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
     """Dynamic INT8 on convolutions (ConvInteger) is slower than FP32: a 'fail' gate refuses it."""
     edits = {
@@ -134,6 +139,7 @@ def test_speed_gate_fails_a_slower_optimised_build(int8_build: dict, artifacts: 
     assert not (artifacts / "digits-cnn" / "cnn-dynamic").exists()
 
 
+@pytest.mark.slow
 def test_minilm_desktop_int8_end_to_end(tmp_path: Path) -> None:
     """The README's main job on the real MiniLM: budget met, INT8-sized, faster than ORT FP32."""
     code, output = run_cli("build", "-t", "desktop-int8", "-m", "minilm", "--artifacts", str(tmp_path))
@@ -147,6 +153,7 @@ def test_minilm_desktop_int8_end_to_end(tmp_path: Path) -> None:
     assert record["provenance"]["export_check"]["min_cosine"] > 0.9999
 
 
+@pytest.mark.slow
 def test_budget_change_reuses_the_import(int8_build: dict, artifacts: Path, tmp_path: Path) -> None:
     """The metric budget is not part of the import key (no re-export, no retraining)."""
     recipe = variant(tmp_path, "digits-cnn", {"max_drop = 0.5": "max_drop = 1.0"}, kind="model")
@@ -157,6 +164,7 @@ def test_budget_change_reuses_the_import(int8_build: dict, artifacts: Path, tmp_
     assert "budget drop <= 1.0" in record["metrics"]["fidelity"]["summary"]
 
 
+@pytest.mark.slow
 def test_rebuild_from_scratch_is_byte_identical(int8_build: dict, tmp_path: Path) -> None:
     """Same inputs, no cache, another directory (training included): the same artifact bytes."""
     code, output = run_cli(

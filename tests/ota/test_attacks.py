@@ -36,6 +36,8 @@ from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 from tests.toml_variants import variant
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 TARGET = "desktop-int8"
 V1, V2 = "digits-cnn-1.0.0-desktop-int8.tar", "digits-cnn-1.0.1-desktop-int8.tar"
 PROFILE_TEMPLATE = """id = "{id}"

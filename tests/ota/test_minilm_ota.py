@@ -20,6 +20,8 @@ from compiler.bench.model_update import finetuned_minilm
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 ENV = dict(os.environ, ORT_DISABLE_TELEMETRY="1")
 PROFILE = """id = "laptop-7"
 model = "minilm"

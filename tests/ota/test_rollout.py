@@ -55,6 +55,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Keystore
     return repo, keys, base
 
 
+@pytest.mark.slow
 def test_devices_over_http_follow_the_fraction_and_never_flip(
     repository: tuple[Path, Keystore, Path], tmp_path: Path
 ) -> None:
@@ -94,6 +95,7 @@ def test_devices_over_http_follow_the_fraction_and_never_flip(
         assert {s for i, s in third.items() if i in expected_in} == {"up-to-date"}
 
 
+@pytest.mark.slow
 def test_a_rollout_only_grows(repository: tuple[Path, Keystore, Path]) -> None:
     repo, keys, _ = repository
     set_rollout(repo, "beta", 1.0, keys)
@@ -103,6 +105,7 @@ def test_a_rollout_only_grows(repository: tuple[Path, Keystore, Path]) -> None:
         set_rollout(repo, "beta", 1.0, keys, models=("minilm",))
 
 
+@pytest.mark.slow
 def test_rollback_moves_devices_forward_in_counter_to_the_earlier_model(
     repository: tuple[Path, Keystore, Path], tmp_path: Path
 ) -> None:

@@ -71,6 +71,7 @@ def rewrite(dest: Path, files: dict[str, bytes], extra: list[tarfile.TarInfo] = 
     return dest
 
 
+@pytest.mark.slow
 def test_build_packages_a_bundle_that_verifies(build_dir: Path, keys: tuple[Path, Path]) -> None:
     bundle = build_dir / BUNDLE
     assert sorted(members(bundle)) == ["README.md", "digits-cnn.onnx", "manifest.json", "signature.sig"]
@@ -86,6 +87,7 @@ def test_build_packages_a_bundle_that_verifies(build_dir: Path, keys: tuple[Path
     assert code == 0, output
 
 
+@pytest.mark.slow
 def test_packaging_is_skipped_when_up_to_date(build_dir: Path, keys: tuple[Path, Path]) -> None:
     before = (build_dir / BUNDLE).stat().st_mtime_ns
     code, output = run_cli(
@@ -103,6 +105,7 @@ def test_packaging_is_skipped_when_up_to_date(build_dir: Path, keys: tuple[Path,
     assert (build_dir / BUNDLE).stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_bundle_is_reproducible(build_dir: Path, keys: tuple[Path, Path], tmp_path: Path) -> None:
     # Repackaging the same build record gives the same bytes, signature included (RFC 6979 ECDSA),
     # also in another process with another string-hash seed (set and dict orders change with it).
@@ -142,6 +145,7 @@ def test_bundle_is_reproducible(build_dir: Path, keys: tuple[Path, Path], tmp_pa
         ("unsigned", "removed file 'signature.sig'"),
     ],
 )
+@pytest.mark.slow
 def test_tampered_bundle_fails_naming_the_cause(
     build_dir: Path, keys: tuple[Path, Path], tmp_path: Path, tamper: str, expected: str
 ) -> None:
@@ -192,6 +196,7 @@ def test_tampered_bundle_fails_naming_the_cause(
     assert "Traceback" not in output
 
 
+@pytest.mark.slow
 def test_wrong_public_key_is_named(build_dir: Path, tmp_path: Path) -> None:
     code, output = run_cli("keys", "init", "--dir", str(tmp_path))
     assert code == 0
@@ -199,6 +204,7 @@ def test_wrong_public_key_is_named(build_dir: Path, tmp_path: Path) -> None:
     assert code != 0 and "wrong key" in output, output
 
 
+@pytest.mark.slow
 def test_schema_rejects_a_manifest_missing_a_field(build_dir: Path) -> None:
     manifest = json.loads(members(build_dir / BUNDLE)["manifest.json"])
     del manifest["release_counter"]

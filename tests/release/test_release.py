@@ -43,6 +43,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "key": private, "artifacts": root / "artifacts", "repo": root / "ota"}
 
 
+@pytest.mark.slow
 def test_a_passing_release_is_published_in_one_commit_and_a_rerun_does_no_work(workspace: dict[str, Path]) -> None:
     release = load_release(_release(workspace["root"], 1.2))
     report = workspace["root"] / "report"
@@ -61,6 +62,7 @@ def test_a_passing_release_is_published_in_one_commit_and_a_rerun_does_no_work(w
     assert json.loads((report / "release.json").read_text())["published"]
 
 
+@pytest.mark.slow
 def test_a_pair_over_a_gate_fails_the_release_and_publishes_nothing(workspace: dict[str, Path], tmp_path: Path) -> None:
     release = load_release(_release(tmp_path, 0.3))  # desktop-fp16 is ~51% of FP32
     repo = tmp_path / "ota"
@@ -111,6 +113,7 @@ def test_ci_workflow_matrix_equals_the_release_targets(tmp_path: Path) -> None:
     assert yaml.safe_load((tmp_path / "wf" / "release.yml").read_text()) == workflow
 
 
+@pytest.mark.slow
 def test_one_matrix_column_builds_and_never_publishes(workspace: dict[str, Path], tmp_path: Path) -> None:
     release = load_release(_release(tmp_path, 1.2))
     repo = tmp_path / "ota"
@@ -122,6 +125,7 @@ def test_one_matrix_column_builds_and_never_publishes(workspace: dict[str, Path]
         run_release(release, workspace["key"], repo, tmp_path / "r", workspace["artifacts"], only_target="ios-fp16")
 
 
+@pytest.mark.slow
 def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
     workspace: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -156,6 +160,7 @@ def test_promotion_needs_a_clean_published_report_and_moves_every_bundle(
     assert blocked.exit_code != 0 and "cannot be promoted: pairs failed: digits-cnn -> desktop-fp16" in blocked.output
 
 
+@pytest.mark.slow
 def test_the_report_compares_with_the_previous_published_release(workspace: dict[str, Path]) -> None:
     from compiler.release.report import write_report
 

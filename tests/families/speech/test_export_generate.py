@@ -27,6 +27,8 @@ from compiler.families.speech.generate import (
 from compiler.families.speech.importer import Decoder, generation_config
 from compiler.families.speech.testset import build_testset
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 SENTENCES = ROOT / "models" / "data" / "speech_sentences.txt"
 
 

@@ -13,6 +13,8 @@ from compiler.backends import aarch64
 from compiler.errors import UserError
 from tests.families.speech.test_speech_build import build, small_recipe
 
+pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
+
 
 def test_arm64_int8_whisper_is_verified_under_qemu(tmp_path_factory: pytest.TempPathFactory) -> None:
     try:

@@ -54,6 +54,7 @@ def int8_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_desktop_int8_passes_the_wer_gate_and_is_small(int8_build: dict) -> None:
     record = json.loads((int8_build["dir"] / "report.json").read_text())
     fidelity = record["metrics"]["fidelity"]
@@ -69,6 +70,7 @@ def test_desktop_int8_passes_the_wer_gate_and_is_small(int8_build: dict) -> None
     assert transcripts["match"] is True
 
 
+@pytest.mark.slow
 def test_bundle_carries_both_graphs_and_everything_a_device_needs(int8_build: dict) -> None:
     bundle = int8_build["dir"] / "whisper-tiny-en-1.0.0-desktop-int8.tar"
     with tarfile.open(bundle) as tar:
@@ -97,11 +99,13 @@ def test_bundle_carries_both_graphs_and_everything_a_device_needs(int8_build: di
     assert verified.exit_code == 0, verified.output
 
 
+@pytest.mark.slow
 def test_rebuild_is_up_to_date(int8_build: dict) -> None:
     code, output = build(int8_build["recipe"], "desktop-int8", int8_build["artifacts"])
     assert code == 0 and "up to date" in output, output
 
 
+@pytest.mark.slow
 def test_impossible_wer_budget_fails_the_build_and_leaves_nothing(int8_build: dict, tmp_path: Path) -> None:
     recipe = small_recipe(tmp_path, **{"max_increase = 1.0": "max_increase = -50.0"})
     code, output = build(recipe, "desktop-int8", int8_build["artifacts"] / "strict")
