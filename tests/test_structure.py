@@ -170,7 +170,9 @@ def _mentions_suffix(node: ast.AST) -> bool:
 
 def test_the_dispatch_check_catches_a_branch(tmp_path: Path) -> None:
     probe = PACKAGES / "compiler" / "_probe_dispatch.py"
-    probe.write_text('def f(r, p):\n    if r.runtime == "tvm":\n        return p.suffix == ".so"\n    return "speech"\n')
+    probe.write_text(
+        'def f(r, p):\n    if r.runtime == "tvm":\n        return p.suffix == ".so"\n    return "speech"\n'
+    )
     try:
         found = dispatch_violations(probe)
     finally:

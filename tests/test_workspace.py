@@ -53,7 +53,9 @@ def test_outside_any_workspace_a_build_says_what_to_do(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and not (tmp_path / "artifacts").exists()
 
 
-def test_names_resolve_in_the_workspace_first_then_the_builtins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_names_resolve_in_the_workspace_first_then_the_builtins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     workspace.init(tmp_path)
     text = shipped("targets/desktop-int8.toml").read_text().replace("x86-64 desktop CPU", "our own desktop")
     (tmp_path / "targets" / "desktop-int8.toml").write_text(text)

@@ -244,7 +244,12 @@ def run_batches_under_qemu(
 
 
 def run_runner(
-    tools: dict[str, str], runner: Path, model_so: Path, in_dir: Path, out_dir: Path, timeout_s: int,
+    tools: dict[str, str],
+    runner: Path,
+    model_so: Path,
+    in_dir: Path,
+    out_dir: Path,
+    timeout_s: int,
     arguments: list[str] | None = None,
 ) -> None:
     """Run `runner` under qemu-aarch64 with `arguments` (default: model_so in_dir out_dir)."""

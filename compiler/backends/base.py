@@ -123,7 +123,9 @@ class Backend(ABC):
         """`target` with the command line's tuning options; refused by backends that do not tune."""
         if trials is None and tracker is None and key is None:
             return target
-        raise ConfigError(f"tuning options apply to TVM targets (the tunable backend); {target.name} runs on {target.runtime}")
+        raise ConfigError(
+            f"tuning options apply to TVM targets (the tunable backend); {target.name} runs on {target.runtime}"
+        )
 
     @classmethod
     def fingerprint(cls) -> str:

@@ -114,9 +114,7 @@ class CoreMlBackend(Backend):
         assert request.torch_module is not None  # check_request refused it
         step("coreml: loading the PyTorch model")
         module = SingleOutput(request.torch_module().eval()).eval()
-        return compile_model(
-            module, request, self.target.precision, self.target.runtime_min_version, directory
-        )
+        return compile_model(module, request, self.target.precision, self.target.runtime_min_version, directory)
 
     def execution(self, artifact: Path) -> Execution:
         return Execution("interpreter", "run in the MIL reference interpreter")

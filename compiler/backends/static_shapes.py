@@ -60,9 +60,7 @@ def pad_to_static(run: Predict, shapes: dict[str, list[int]]) -> Predict:
     return padded
 
 
-def run_static(
-    shapes: dict[str, list[int]], batches: list[Feeds], run: Callable[[list[Feeds]], Outputs]
-) -> Outputs:
+def run_static(shapes: dict[str, list[int]], batches: list[Feeds], run: Callable[[list[Feeds]], Outputs]) -> Outputs:
     """`run` on every batch padded to the compiled shapes, outputs cut back: the all-batches-at-once
     form of `pad_to_static`, for runners in another process (qemu, LiteRT, the MIL interpreter)."""
     padded = [pad(feeds, shapes) for feeds in batches]

@@ -12,6 +12,7 @@ family (compiler/families/) says what a graph, a reference and a score are, the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from compiler.backends.base import CompiledGraph
@@ -23,7 +24,7 @@ from compiler.engine.gates import check_fidelity, speed_verdict
 from compiler.engine.graph_passes import run_graph_passes
 from compiler.engine.record import BuildResult, StageRow
 from compiler.engine.specs import ModelRecipe, TargetSpec
-from compiler.families.base import FamilyBuild, ModelFamily
+from compiler.families.base import FamilyBuild, Imported, ModelFamily, Scored
 from compiler.families.catalogue import family as family_named
 from passes.base import BasePass, Fidelity, GraphPass, TorchPass
 from passes.catalogue import instantiate
@@ -45,58 +46,88 @@ def run_build(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> BuildRes
     model_family.check_backend(backend)
     passes = pass_lists(model_family, target)
     build = model_family.start(recipe, target, backend, cache)
-    several = len(model_family.graphs) > 1
 
     torch_passes = [p for graph in model_family.graphs for p in passes[graph] if isinstance(p, TorchPass)]
     imported = build.import_stage(torch_passes)
     rows: list[StageRow] = list(imported.rows)
     _score(model_family, build, rows)
+    last = _passes_then_gate(model_family, build, imported, passes, [p.name for p in torch_passes], rows, cache)
 
-    last: dict[str, Any] = {}
-    applied: dict[str, tuple[str, ...]] = {}
+    several = len(model_family.graphs) > 1
+    compiled = {
+        graph: compile_graph(backend, build.compile_request(graph, *last[graph]), cache, graph if several else "")
+        for graph in model_family.graphs
+    }
+    scored = build.score_compiled(compiled)
+    rows.append(_compile_row(model_family, build, compiled, scored))
+    passed = [(row.stage, _fidelity(row)) for row in rows[:-1]]
+    advice = build.failure_advice("after compilation", scored)
+    check_fidelity(recipe.name, "after compilation", scored.fidelity, passed, advice)
+
+    latency = build.latency(rows, compiled)
+    speed = speed_verdict(target.speed_gate, target.max_latency_ratio, latency["ratio_vs_ort_fp32"], target.name)
+    return _result(model_family, build, imported, passes, rows, compiled, scored, latency, [speed] if speed else [])
+
+
+def _passes_then_gate(
+    model_family: ModelFamily,
+    build: FamilyBuild,
+    imported: Imported,
+    passes: dict[str, list[BasePass]],
+    done: list[str],
+    rows: list[StageRow],
+    cache: Cache,
+) -> dict[str, tuple[Path, tuple[str, ...]]]:
+    """Each graph's passes (rows appended to `rows`, scored), then its "after passes" gate; returns
+    each graph's last ONNX and the names of every pass applied to it."""
+    several = len(model_family.graphs) > 1
+    last = {}
     for graph in model_family.graphs:
         graph_passes = [p for p in passes[graph] if isinstance(p, GraphPass)]
-        done = [p.name for p in torch_passes]
-        graph_rows, last[graph], names = run_graph_passes(
-            graph_passes, imported.graphs[graph], build.pass_context(graph), cache, done, graph,
-            label=graph if several else "",
+        context = build.pass_context(graph)
+        label = graph if several else ""
+        graph_rows, model, names = run_graph_passes(
+            graph_passes, imported.graphs[graph], context, cache, done, graph, label
         )
         _score(model_family, build, graph_rows)
         rows += graph_rows
-        applied[graph] = tuple(names)
         scored = [(row.stage, _fidelity(row)) for row in rows if row.kind == "import" or row.graph == graph]
-        check_fidelity(recipe.name, "after passes", scored[-1][1], scored, build.failure_advice("after passes", None))
+        advice = build.failure_advice("after passes", None)
+        check_fidelity(build.recipe.name, "after passes", scored[-1][1], scored, advice)
+        last[graph] = (model, tuple(names))
+    return last
 
-    compiled: dict[str, CompiledGraph] = {}
-    for graph in model_family.graphs:
-        request = build.compile_request(graph, last[graph], applied[graph])
-        compiled[graph] = compile_graph(backend, request, cache, label=graph if several else "")
-    result = build.score_compiled(compiled)
+
+def _compile_row(
+    model_family: ModelFamily, build: FamilyBuild, compiled: dict[str, CompiledGraph], scored: Scored
+) -> StageRow:
+    """The report row of the compiled model (every graph's artifact together)."""
     artifacts = list(compiled.values())
-    rows.append(
-        StageRow(
-            stage=f"compile ({target.runtime})",
-            kind="compile",
-            path=artifacts[-1].artifact,
-            cached=all(c.cached for c in artifacts),
-            seconds=round(sum(c.seconds for c in artifacts), 2),
-            stats=build.compile_stats(compiled),
-            bytes=sum(c.artifact.stat().st_size for c in artifacts),
-            nodes=_nodes(artifacts[0].artifact) if model_family.counts_nodes and backend.graph_artifact else None,
-            fidelity=result.fidelity,
-        )
-    )
-    passed = [(row.stage, _fidelity(row)) for row in rows[:-1]]
-    check_fidelity(
-        recipe.name, "after compilation", result.fidelity, passed, build.failure_advice("after compilation", result)
+    return StageRow(
+        stage=f"compile ({build.target.runtime})",
+        kind="compile",
+        path=artifacts[-1].artifact,
+        cached=all(c.cached for c in artifacts),
+        seconds=round(sum(c.seconds for c in artifacts), 2),
+        stats=build.compile_stats(compiled),
+        bytes=sum(c.artifact.stat().st_size for c in artifacts),
+        nodes=_nodes(artifacts[0].artifact) if model_family.counts_nodes and build.backend.graph_artifact else None,
+        fidelity=scored.fidelity,
     )
 
-    latency = build.latency(rows, compiled)
-    warnings = []
-    speed = speed_verdict(target.speed_gate, target.max_latency_ratio, latency["ratio_vs_ort_fp32"], target.name)
-    if speed:
-        warnings.append(speed)
-    finished = build.finish(rows, compiled, result)
+
+def _result(
+    model_family: ModelFamily,
+    build: FamilyBuild,
+    imported: Imported,
+    passes: dict[str, list[BasePass]],
+    rows: list[StageRow],
+    compiled: dict[str, CompiledGraph],
+    scored: Scored,
+    latency: dict[str, Any],
+    warnings: list[str],
+) -> BuildResult:
+    finished = build.finish(rows, compiled, scored)
     files = [
         {
             "name": name,
@@ -106,17 +137,18 @@ def run_build(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> BuildRes
         }
         for name, shipped in finished.files.items()
     ]
+    artifacts = list(compiled.values())
     size = sum(c.artifact.stat().st_size for c in artifacts)
-    fp32_size = rows[0].bytes
     metrics: dict[str, Any] = {
         "size_bytes": size,
-        "fp32_size_bytes": fp32_size,
-        "size_ratio": size / fp32_size,
+        "fp32_size_bytes": rows[0].bytes,
+        "size_ratio": size / rows[0].bytes,
         "latency": latency,
-        "fidelity": result.fidelity.__dict__,
+        "fidelity": scored.fidelity.__dict__,
     }
     if finished.memory is not None:
         metrics["memory"] = finished.memory
+    several = len(model_family.graphs) > 1
     pass_list = [
         {"pass": p.name, "options": p.options(), **({"graph": graph} if several else {})}
         for graph in model_family.graphs
@@ -134,14 +166,14 @@ def run_build(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> BuildRes
         verdict={
             "fidelity": "pass",
             "speed": "warn" if warnings else "pass",
-            "speed_gate": target.speed_gate,
+            "speed_gate": build.target.speed_gate,
             "warnings": warnings,
         },
         pass_list=pass_list,
         import_meta=imported.meta,
         record_extra=finished.record_extra,
         compiled_isa=None if several else artifacts[0].meta.get("isa_features"),
-        graph_optimization=backend.recorded_graph_optimization(),
+        graph_optimization=build.backend.recorded_graph_optimization(),
     )
 
 

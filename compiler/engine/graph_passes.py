@@ -59,8 +59,13 @@ def run_graph_passes(
                 result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
             except PassError as error:
                 where = reproducer.write(
-                    cache.root, graph_pass.name, graph_pass.options(), source, context.architecture,
-                    dict(context.transformer_shape), list(done),
+                    cache.root,
+                    graph_pass.name,
+                    graph_pass.options(),
+                    source,
+                    context.architecture,
+                    dict(context.transformer_shape),
+                    list(done),
                 )
                 raise PassError(f"{prefix}{error} (reproducer: edgebuild replay {where})") from error
             onnx.save(result.model, str(directory / "model.onnx"))

@@ -122,7 +122,8 @@ def test_build_path_feeds_inputs_in_graph_order(tmp_path: Path, runner: Path) ->
     shapes = {"zeta_ids": [2, 6], "alpha_mask": [2, 6]}
     (tmp_path / "out").mkdir()
     backend = backend_for(config.load_target("arm64-fp32"))
-    backend.compile(CompileRequest(tmp_path / "embed.onnx", "embed", "model", shapes, tmp_path / "cache"), tmp_path / "out")
+    request = CompileRequest(tmp_path / "embed.onnx", "embed", "model", shapes, tmp_path / "cache")
+    backend.compile(request, tmp_path / "out")
     assert backend.execution(tmp_path / "out" / "model.so").where == "emulated"
     rng = np.random.default_rng(3)
     feeds = {

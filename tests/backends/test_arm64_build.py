@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from compiler.backends import aarch64
 from compiler.cli.main import main
-from compiler.shipped import PACKAGES as ROOT
 from compiler.errors import UserError
+from compiler.shipped import PACKAGES as ROOT
 
 pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
 

@@ -16,8 +16,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from compiler.backends import coreml
-from compiler.backends import mil_interpreter
+from compiler.backends import coreml, mil_interpreter
 from compiler.backends.base import IO_RECORD
 from compiler.cli.main import main
 from compiler.errors import ModelError

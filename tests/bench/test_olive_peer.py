@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.errors import UserError
 from compiler.bench.olive_peer import auto_opt_int8, olive_available
+from compiler.errors import UserError
 
 
 def test_olive_available_is_a_bool() -> None:

@@ -10,6 +10,11 @@ from click.testing import CliRunner
 from compiler.cli.main import main
 from tests.toml_variants import variant
 
+FOLD = '  { pass = "fold-constants" },\n]'
+WRECK = '{ pass = "prune-magnitude", sparsity = 0.95 }'  # 95% of every weight zeroed
+
+WRECK = '{ pass = "prune-magnitude", sparsity = 0.95 }'  # 95% of every weight zeroed
+
 
 @pytest.mark.slow
 def test_a_fidelity_breaking_pass_list_on_desktop_tvm_fails_before_tuning(tmp_path: Path) -> None:
@@ -18,7 +23,7 @@ def test_a_fidelity_breaking_pass_list_on_desktop_tvm_fails_before_tuning(tmp_pa
     target = variant(
         tmp_path,
         "desktop-tvm",
-        {'  { pass = "fold-constants" },\n]': '  { pass = "fold-constants" },\n  { pass = "prune-magnitude", sparsity = 0.95 },\n]'},
+        {FOLD: f"{FOLD[:-1]}  {WRECK},\n]"},
         name="desktop-tvm-wrecked",
     )
     artifacts = tmp_path / "artifacts"

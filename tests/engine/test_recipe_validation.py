@@ -16,17 +16,57 @@ from compiler.errors import ConfigError
 from tests.toml_variants import variant
 
 CASES = [
-    ("digits-cnn", {"max_drop = 0.5": "max_dorp = 0.5"}, r"field 'metric\.max_dorp' is not a known field; did you mean 'max_drop'\?"),
-    ("minilm", {"min_each = 0.95": "min_eachh = 0.95"}, r"field 'metric\.min_eachh' is not a known field; did you mean 'min_each'\?"),
-    ("digits-cnn", {"[bench]\nbatch = 64": "[bench]\nbatch = 0"}, r"field 'bench\.batch' must be an integer >= 1, got 0"),
-    ("digits-cnn", {"batch = 64\ncalibration": 'batch = "abc"\ncalibration'}, r"field 'data\.batch' must be an integer >= 1, got 'abc'"),
+    (
+        "digits-cnn",
+        {"max_drop = 0.5": "max_dorp = 0.5"},
+        r"field 'metric\.max_dorp' is not a known field; did you mean 'max_drop'\?",
+    ),
+    (
+        "minilm",
+        {"min_each = 0.95": "min_eachh = 0.95"},
+        r"field 'metric\.min_eachh' is not a known field; did you mean 'min_each'\?",
+    ),
+    (
+        "digits-cnn",
+        {"[bench]\nbatch = 64": "[bench]\nbatch = 0"},
+        r"field 'bench\.batch' must be an integer >= 1, got 0",
+    ),
+    (
+        "digits-cnn",
+        {"batch = 64\ncalibration": 'batch = "abc"\ncalibration'},
+        r"field 'data\.batch' must be an integer >= 1, got 'abc'",
+    ),
     ("minilm", {"seq = 128": "sqe = 128"}, r"field 'bench\.sqe' is not a known field; did you mean 'seq'\?"),
-    ("minilm", {'representative = "data/': 'representativ = "data/'}, r"field 'data\.representativ' is not a known field; did you mean 'representative'\?"),
-    ("minilm", {"min_mean = 0.99": "min_mean = 1.5"}, r"field 'metric\.min_mean' must be a number from -1 to 1, got 1\.5"),
-    ("minilm", {'kind = "embedding_cosine"': 'kind = "embedding_cosin"'}, r"field 'metric\.kind' is 'embedding_cosin'; did you mean 'embedding_cosine'\?"),
-    ("whisper-tiny-en", {"pass_clips = 24": "pass_clipz = 24"}, r"field 'data\.pass_clipz' is not a known field; did you mean 'pass_clips'\?"),
-    ("whisper-tiny-en", {"max_increase = 1.0": 'max_increase = "one"'}, r"field 'metric\.max_increase' must be a number, got 'one'"),
-    ("whisper-tiny-en", {"snrs = [20, 10]": 'snrs = [20, "loud"]'}, r"field 'data\.snrs' must be a list of integers, got \[20, 'loud'\]"),
+    (
+        "minilm",
+        {'representative = "data/': 'representativ = "data/'},
+        r"field 'data\.representativ' is not a known field; did you mean 'representative'\?",
+    ),
+    (
+        "minilm",
+        {"min_mean = 0.99": "min_mean = 1.5"},
+        r"field 'metric\.min_mean' must be a number from -1 to 1, got 1\.5",
+    ),
+    (
+        "minilm",
+        {'kind = "embedding_cosine"': 'kind = "embedding_cosin"'},
+        r"field 'metric\.kind' is 'embedding_cosin'; did you mean 'embedding_cosine'\?",
+    ),
+    (
+        "whisper-tiny-en",
+        {"pass_clips = 24": "pass_clipz = 24"},
+        r"field 'data\.pass_clipz' is not a known field; did you mean 'pass_clips'\?",
+    ),
+    (
+        "whisper-tiny-en",
+        {"max_increase = 1.0": 'max_increase = "one"'},
+        r"field 'metric\.max_increase' must be a number, got 'one'",
+    ),
+    (
+        "whisper-tiny-en",
+        {"snrs = [20, 10]": 'snrs = [20, "loud"]'},
+        r"field 'data\.snrs' must be a list of integers, got \[20, 'loud'\]",
+    ),
     ("digits-cnn", {'family = "cnn"': 'family = "cnnn"'}, r"field 'family' is 'cnnn'; did you mean 'cnn'\?"),
     ("digits-cnn", {'eval = "models.digits_cnn:eval_data"\n': ""}, r"field 'data' needs both 'train' and 'eval'"),
 ]

@@ -27,13 +27,13 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner
 
 from compiler.cli.main import main
-from compiler.shipped import PACKAGES as ROOT
 from compiler.ota import server as server_module
 from compiler.ota.keystore import Keystore
 from compiler.ota.repo_state import Expiry, Repository
 from compiler.ota.repository import bundle_path, promote, publish, refresh, rotate_key
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
+from compiler.shipped import PACKAGES as ROOT
 from tests.toml_variants import variant
 
 pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)

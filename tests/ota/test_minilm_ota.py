@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from compiler.cli.main import main
-from compiler.shipped import PACKAGES as ROOT
 from compiler.bench.model_update import finetuned_minilm
+from compiler.cli.main import main
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
+from compiler.shipped import PACKAGES as ROOT
 
 pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from tuf.api.metadata import Metadata, TargetFile
 
+from compiler.bench.delivery import SYNTHETIC_COMPATIBILITY
 from compiler.ota import repo_state
 from compiler.ota.delta import apply_delta
-from compiler.bench.delivery import SYNTHETIC_COMPATIBILITY
 from compiler.ota.keystore import Keystore, KeystoreError, default_keys_dir
 from compiler.ota.repo_state import Expiry, RepoError, Repository
 from compiler.ota.repository import (

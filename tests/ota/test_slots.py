@@ -16,10 +16,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from compiler.cli.main import main
 from compiler.bench import install_kills as kill_bench
-from compiler.ota import health, slots
 from compiler.bench.install_kills import BenchBundles, derive_bundle
+from compiler.cli.main import main
+from compiler.ota import health, slots
 from compiler.ota.slots import InstallError, RolledBackError, SlotError, SlotStore
 from compiler.packaging import tarball
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC

@@ -17,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.cli.main import main
-from compiler.shipped import PACKAGES as ROOT
 from compiler.packaging import manifest as manifest_module
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
+from compiler.shipped import PACKAGES as ROOT
 
 BUNDLE = "digits-cnn-1.0.0-desktop-int8.tar"
 

@@ -82,7 +82,9 @@ def model() -> onnx.ModelProto:
 
 
 def test_a_pass_that_mutates_its_input_breaks_the_contract(model: onnx.ModelProto, tmp_path: Path) -> None:
-    with pytest.raises(PassContractError, match=r"pass 'mutates-input' \(after \['fold-constants'\]\) mutated its input"):
+    with pytest.raises(
+        PassContractError, match=r"pass 'mutates-input' \(after \['fold-constants'\]\) mutated its input"
+    ):
         apply_pass(MutatesInput(), model, make_context(model, [], tmp_path, "other"), ["fold-constants"])
 
 
@@ -106,7 +108,9 @@ def test_a_refusal_names_the_pass_what_ran_before_and_the_node(model: onnx.Model
 def test_an_ordering_violation_is_refused_before_anything_runs() -> None:
     catalogue = {p.name: p for p in (MustBeFirst, Refuses)}
     check_order(["must-be-first", "refuses"], catalogue, "t.toml: passes")
-    with pytest.raises(ConfigError, match=r"^t\.toml: passes: pass 'must-be-first' must come before 'refuses'; reorder"):
+    with pytest.raises(
+        ConfigError, match=r"^t\.toml: passes: pass 'must-be-first' must come before 'refuses'; reorder"
+    ):
         check_order(["refuses", "must-be-first"], catalogue, "t.toml: passes")
 
 

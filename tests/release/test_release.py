@@ -14,8 +14,8 @@ from compiler.errors import ConfigError
 from compiler.ota.keystore import Keystore
 from compiler.ota.repo_state import Repository, index_path
 from compiler.packaging.signing import init_keys, resolve_key
-from compiler.release.pipeline import ReleaseError, release_key, run_release
 from compiler.release.config import load_release
+from compiler.release.pipeline import ReleaseError, release_key, run_release
 
 RELEASE = """
 name = "test-1"

@@ -246,8 +246,6 @@ class TorchParts:
         return logits.numpy(), k.numpy(), v.numpy()
 
 
-
-
 Run = Callable[[dict[str, Array]], list[Array]]
 
 

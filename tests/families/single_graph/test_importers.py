@@ -16,8 +16,8 @@ import pytest
 
 from compiler.engine import config
 from compiler.engine.specs import ModelRecipe, TensorSpec
-from compiler.families.single_graph.data import generated_dataset, load_dataset
 from compiler.errors import ConfigError, ModelError
+from compiler.families.single_graph.data import generated_dataset, load_dataset
 from compiler.families.single_graph.importing import import_model
 from compiler.importers.huggingface import model_directory
 from compiler.importers.torch_export import load_reference

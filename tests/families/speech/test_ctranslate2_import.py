@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from compiler.shipped import shipped
 from compiler.errors import DataError, ModelError
 from compiler.families.speech import ctranslate2_whisper as cw
 from compiler.families.speech.features import N_SAMPLES, PREPROCESSING, log_mel
+from compiler.shipped import shipped
 
 TINY_EN_PARAMETERS = 37_760_256  # transformers count, proj_out tied to embed_tokens (counted once)
 CT2_FLOAT_ELEMENTS = 37_764_864  # model.bin's float16 tensors: + 12 zero key biases of 384 (fused projections)

@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 
-from compiler.shipped import PACKAGES as ROOT
 from compiler.families.speech.ctranslate2_whisper import load_whisper, whisper_package_dir
 from compiler.families.speech.evaluate import score_wer, transcribe
 from compiler.families.speech.export import export_parts
@@ -26,6 +25,7 @@ from compiler.families.speech.generate import (
 )
 from compiler.families.speech.importer import Decoder, generation_config
 from compiler.families.speech.testset import build_testset
+from compiler.shipped import PACKAGES as ROOT
 
 pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
 

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from compiler.cli.main import main
-from compiler.shipped import PACKAGES as ROOT
 from compiler.packaging.signing import DEV_PUBLIC, default_key_dir
+from compiler.shipped import PACKAGES as ROOT
 
 SMALL = {
     "snrs = [20, 10]": "snrs = [10]\nlimit = 3",

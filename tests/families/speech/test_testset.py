@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.shipped import shipped
 from compiler.errors import DataError
 from compiler.families.speech import testset
 from compiler.families.speech.testset import (
@@ -21,6 +20,7 @@ from compiler.families.speech.testset import (
     measured_snr_db,
     synthesize,
 )
+from compiler.shipped import shipped
 
 # testset_digest is used as testset.testset_digest: imported by name, pytest would collect it as a test
 
