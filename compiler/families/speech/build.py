@@ -26,11 +26,12 @@ from compiler.engine.record import StageRow
 from compiler.engine.specs import ModelRecipe, TargetSpec
 from compiler.errors import ConfigError, DataError
 from compiler.families.base import FamilyBuild, Finished, Imported, Scored
-from compiler.families.speech.evaluate import THREADS, Transcripts, score_wer, spaced, transcribe
+from compiler.families.speech.evaluate import THREADS, score_wer, spaced, transcribe
 from compiler.families.speech.generate import GenerationConfig, OrtParts, Parts, PredictorParts
 from compiler.families.speech.importer import Decoder
 from compiler.families.speech.part_context import PartContext
 from compiler.families.speech.testset import Clip
+from compiler.families.speech.timing import VERIFYING, real_time_factors
 from compiler.progress import step
 from compiler.shipped import builtin_root
 from passes.base import Fidelity, PassContext, TorchPass
@@ -39,7 +40,6 @@ PARTS = ("encoder", "decoder")
 CONFIG_FILES = ("tokenizer.json", "generation_config.json", "preprocessing.json")
 IMPORTER = "compiler.families.speech.importer"
 SCORING = "compiler.families.speech.part_context"
-VERIFYING = ("compiler.families.speech.evaluate", "compiler.families.speech.native_loop")
 
 
 @dataclass(frozen=True)
@@ -290,7 +290,9 @@ class SpeechBuild(FamilyBuild):
         recorded in the host ledger (the record carries the first measurement of these bytes here)."""
         for row in rows:
             row.latency_note = row.latency_note or "not timed"
-        measured = self._measure_rtf(compiled)
+        parts = self._parts(compiled)
+        fp32 = OrtParts(self.fp32["encoder"], self.fp32["decoder"], THREADS)
+        measured = None if parts is None else real_time_factors(self, compiled, parts, fp32)
         if measured is None:
             rows[-1].latency_note = "n/a (emulated)"
             return {
@@ -319,43 +321,6 @@ class SpeechBuild(FamilyBuild):
             "note": f"greedy transcription of {self.settings.bench_clips} clean clips, per clip (encoder + every "
             "decoder step); first measurement of these model bytes on this host (shared, noisy: compare ratios)",
         }
-
-    def _measure_rtf(self, compiled: dict[str, CompiledGraph]) -> dict[str, Any] | None:
-        from compiler.engine.measurements import recall_or_measure
-
-        parts = self._parts(compiled)
-        if parts is None:
-            return None
-        clean = [clip for clip in self.clips if clip.noise == "clean"] or self.clips
-        timed = [clean[i] for i in spaced(len(clean), self.settings.bench_clips)]
-        subject = {
-            "what": "speech-rtf",
-            "models": [sha256_file(p) for p in (*self.fp32.values(), *(c.artifact for c in compiled.values()))],
-            "clips": [clip.id for clip in timed],
-            "threads": THREADS,
-            "code": code_digest(VERIFYING) + self.backend.fingerprint(),
-            "tools": tool_versions("onnxruntime", "numpy", *self.backend.tools),
-        }
-
-        def measure() -> dict[str, Any]:
-            step(f"timing the FP32 pair and the build on {len(timed)} clips (real-time factor)")
-            runners = {"fp32": OrtParts(self.fp32["encoder"], self.fp32["decoder"], THREADS), "artifact": parts}
-            runs: dict[str, list[Transcripts]] = {name: [] for name in runners}
-            for runner in runners.values():
-                transcribe(runner, timed[:1], self.config)  # warm-up
-            for clip in timed:  # interleaved: the machine's load hits both alike
-                for name, runner in runners.items():
-                    runs[name].append(transcribe(runner, [clip], self.config))
-            audio = sum(clip.seconds for clip in timed)
-            return {
-                name: {
-                    "rtf": sum(t.seconds for t in done) / audio,
-                    "ms_per_clip": 1000 * sum(t.seconds for t in done) / len(done),
-                }
-                for name, done in runs.items()
-            }
-
-        return recall_or_measure(subject, measure)
 
     def finish(self, rows: list[StageRow], compiled: dict[str, CompiledGraph], scored: Scored) -> Finished:
         from compiler.families.speech.native_loop import RUNNER_SOURCE
