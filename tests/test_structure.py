@@ -144,23 +144,24 @@ def _code_strings(tree: ast.AST) -> list[tuple[int, str]]:
 def dispatch_violations(path: Path) -> list[str]:
     """Family or runtime names, and artifact-suffix tests, in one module's code."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    label = path.relative_to(PACKAGES) if path.is_relative_to(PACKAGES) else path.name
     names = {*FAMILY_NAMES, *RUNTIMES}
     found = []
     for line, value in _code_strings(tree):
         if value in names or "whisper" in value.lower() or "speech" in value.lower():
-            found.append(f"{path.relative_to(PACKAGES)}:{line}: names {value!r}")
+            found.append(f"{label}:{line}: names {value!r}")
     for node in ast.walk(tree):
         if isinstance(node, ast.Name | ast.Attribute):
             identifier = node.id if isinstance(node, ast.Name) else node.attr
             if "speech" in identifier.lower() or "whisper" in identifier.lower():
-                found.append(f"{path.relative_to(PACKAGES)}:{node.lineno}: uses {identifier}")
+                found.append(f"{label}:{node.lineno}: uses {identifier}")
         if isinstance(node, ast.Compare | ast.Call):
             suffix_test = (isinstance(node, ast.Compare) and _mentions_suffix(node.left)) or (
                 isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "endswith"
             )
             literals = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
             if suffix_test and any(literal.endswith(ARTIFACT_SUFFIXES) for literal in literals):
-                found.append(f"{path.relative_to(PACKAGES)}:{node.lineno}: tests an artifact suffix {literals}")
+                found.append(f"{label}:{node.lineno}: tests an artifact suffix {literals}")
     return found
 
 
@@ -205,7 +206,7 @@ def test_families_never_name_a_runtime() -> None:
     families = [p for p in _modules().values() if p.relative_to(PACKAGES).as_posix().startswith("compiler/families/")]
     assert len(families) > 15
     found = [
-        f"{path.relative_to(PACKAGES)}:{line}: names {value!r}"
+        f"{label}:{line}: names {value!r}"
         for path in families
         for line, value in _code_strings(ast.parse(path.read_text()))
         if value in RUNTIMES

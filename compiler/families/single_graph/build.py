@@ -62,7 +62,7 @@ class SingleGraphBuild(FamilyBuild):
                 "recipe": {k: getattr(recipe, k) for k in ("source_kind", "source", "inputs", "outputs")},
                 "torch_passes": [(p.name, p.options(), p.fingerprint()) for p in torch_passes],
             },
-            code=code_digest([*IMPORTING, *factory], roots),
+            code=code_digest([*IMPORTING, __name__, *factory], roots),
             tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
         )
 
@@ -136,7 +136,7 @@ class SingleGraphBuild(FamilyBuild):
                 "runtime": backend.runtime if backend else None,  # None: an ONNX graph, on ONNX Runtime here
                 "emulated_batches": self.target.emulated_batches if slow else None,
             },
-            code=code_digest([EVALUATOR]) + (backend.fingerprint() if backend else ""),
+            code=code_digest([EVALUATOR, __name__]) + (backend.fingerprint() if backend else ""),
             tools=tool_versions("onnxruntime", "numpy", *(backend.tools if backend else ())),
         )
 

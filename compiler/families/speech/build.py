@@ -116,7 +116,7 @@ class SpeechBuild(FamilyBuild):
             "import-speech",
             inputs={"source": source_digest, "data": self.data_digest},
             config={"source": [recipe.source_kind, recipe.source], "max_tokens": self.settings.max_tokens},
-            code=code_digest([IMPORTER]),
+            code=code_digest([IMPORTER, __name__]),
             tools=tool_versions("torch", "transformers", "onnx", "onnxruntime", "ctranslate2", "tokenizers"),
         )
 
@@ -201,7 +201,7 @@ class SpeechBuild(FamilyBuild):
             "score-speech-pass",
             inputs={"model": sha256_file(row.path), "other": sha256_file(self.fp32[other]), "data": self.data_digest},
             config={"part": graph, "metric": self.recipe.metric, "clips": len(part_ctx.scored)},
-            code=code_digest([SCORING]),
+            code=code_digest([SCORING, __name__]),
             tools=tool_versions("onnxruntime", "jiwer", "whisper-normalizer"),
         )
 
@@ -242,7 +242,7 @@ class SpeechBuild(FamilyBuild):
             "verify-speech",
             inputs={**{part: sha256_file(path) for part, path in artifacts.items()}, "data": self.data_digest},
             config={"metric": self.recipe.metric, "clips": [clip.id for clip in chosen], "threads": THREADS},
-            code=code_digest(VERIFYING) + self.backend.fingerprint(),
+            code=code_digest([*VERIFYING, __name__]) + self.backend.fingerprint(),
             tools=tool_versions("onnxruntime", "jiwer", "whisper-normalizer", *self.backend.tools),
         )
 
