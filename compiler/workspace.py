@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import subprocess
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from compiler.errors import ConfigError, did_you_mean
@@ -64,10 +65,17 @@ class Workspace:
     def check_marker(self) -> None:
         """The marker may be empty or hold [workspace] name = "..."; anything else is refused."""
         path = self.root / MARKER
-        top = TomlTable(read_toml(path), path)
-        top.reject_unknown(("workspace",))
-        top.table("workspace").reject_unknown(("name",))
-        top.table("workspace").get("name", str, default="")
+        _check_marker(path, path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _check_marker(path: Path, mtime_ns: int) -> None:
+    """Validate a marker file once per content version (names resolve through it many times)."""
+    del mtime_ns  # part of the cache key: an edited marker is read again
+    top = TomlTable(read_toml(path), path)
+    top.reject_unknown(("workspace",))
+    top.table("workspace").reject_unknown(("name",))
+    top.table("workspace").get("name", str, default="")
 
 
 def find(start: Path | None = None) -> Workspace | None:
