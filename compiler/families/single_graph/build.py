@@ -62,7 +62,7 @@ class SingleGraphBuild(FamilyBuild):
                 "recipe": {k: getattr(recipe, k) for k in ("source_kind", "source", "inputs", "outputs")},
                 "torch_passes": [(p.name, p.options(), p.fingerprint()) for p in torch_passes],
             },
-            code=code_digest([*IMPORTING, __name__, *factory], roots),
+            code=code_digest([*IMPORTING, *factory], roots),
             tools=tool_versions("torch", "transformers", "onnx", "onnxruntime"),
         )
 

@@ -116,7 +116,7 @@ class SpeechBuild(FamilyBuild):
             "import-speech",
             inputs={"source": source_digest, "data": self.data_digest},
             config={"source": [recipe.source_kind, recipe.source], "max_tokens": self.settings.max_tokens},
-            code=code_digest([IMPORTER, __name__]),
+            code=code_digest([IMPORTER]),
             tools=tool_versions("torch", "transformers", "onnx", "onnxruntime", "ctranslate2", "tokenizers"),
         )
 
