@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +42,19 @@ def session(
         raise ModelError(f"ONNX Runtime cannot load the model: {first}") from error
 
 
+def predictor(
+    model: onnx.ModelProto | Path, threads: int = 1, saved_optimizations: bool = False
+) -> Callable[[Feeds], list[np.ndarray]]:
+    """A function from named inputs to outputs on a session, feeding only the inputs it declares."""
+    sess = session(model, threads, saved_optimizations=saved_optimizations)
+    names = [i.name for i in sess.get_inputs()]
+    return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
+
+
 def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[np.ndarray]]:
     """Outputs for every batch, feeding only the inputs the session declares."""
     names = [i.name for i in sess.get_inputs()]
     return [sess.run(None, {n: feeds[n] for n in names}) for feeds in batches]
 
 
-__all__ = ["Feeds", "run_batches", "session"]
+__all__ = ["Feeds", "predictor", "run_batches", "session"]

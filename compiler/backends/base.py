@@ -112,6 +112,7 @@ class Backend(ABC):
     tunable: ClassVar[bool] = False  # takes --tune-trials / --rpc-tracker (the TVM backend)
     bench_note: ClassVar[str] = ""  # what `make bench` says of this backend's latency figures
     times_off_host: ClassVar[bool] = False  # `time_against_ort` times artifacts in another process
+    counts_instructions: ClassVar[bool] = False  # `instruction_cost` counts emulated artifacts' instructions
 
     def __init__(self, target: TargetSpec) -> None:
         self.target = target
@@ -126,6 +127,11 @@ class Backend(ABC):
         raise ConfigError(
             f"tuning options apply to TVM targets (the tunable backend); {target.name} runs on {target.runtime}"
         )
+
+    @classmethod
+    def for_target(cls, target: TargetSpec) -> type[Backend]:
+        """The class that builds for `target` (a runtime may have one backend per platform it runs on)."""
+        return cls
 
     @classmethod
     def fingerprint(cls) -> str:
@@ -153,11 +159,9 @@ class Backend(ABC):
 
     def predictor(self, artifact: Path, threads: int = 1) -> Predict:
         """A function from named inputs to outputs, run in this process (host artifacts only)."""
-        from compiler.ort_session import session
+        from compiler.ort_session import predictor
 
-        sess = session(artifact, threads)
-        names = [i.name for i in sess.get_inputs()]
-        return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
+        return predictor(artifact, threads)
 
     def outputs_for(self, artifact: Path, batches: list[Feeds]) -> Outputs:
         """Outputs for every batch, run where `execution` says."""
@@ -169,6 +173,11 @@ class Backend(ABC):
     ) -> dict[str, float] | None:
         """Median seconds per call of ORT on `onnx_path` ("ort") and of each artifact, interleaved in
         the process that runs the artifacts (backends whose artifacts do not run in this one)."""
+        return None
+
+    def instruction_cost(self, artifact: Path, reference: Path, feeds: Feeds) -> dict[str, Any] | None:
+        """For an artifact that runs under emulation: instructions per inference on the emulated CPU,
+        by class, for the artifact and for ONNX Runtime on the FP32 `reference` (None: not counted)."""
         return None
 
     def run_program(self, artifact: Path, source: Path, arguments: list[str], timeout_s: int) -> None:

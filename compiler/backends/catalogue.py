@@ -7,9 +7,9 @@ Adding a runtime is one module with a `Backend` subclass and one line here.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
 
+from compiler.dotted import resolve
 from compiler.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -29,14 +29,13 @@ RUNTIMES = tuple(CATALOGUE)
 def backend_class(runtime: str) -> type[Backend]:
     if runtime not in CATALOGUE:
         raise ConfigError(f"no backend for runtime '{runtime}'; {did_you_mean(runtime, RUNTIMES)}")
-    module, _, name = CATALOGUE[runtime].partition(":")
-    cls: type[Backend] = getattr(importlib.import_module(module), name)
+    cls: type[Backend] = resolve(CATALOGUE[runtime])
     return cls
 
 
 def backend_for(target: TargetSpec) -> Backend:
     """The backend of `target`'s runtime, checked against the target file."""
-    backend = backend_class(target.runtime)(target)
+    backend = backend_class(target.runtime).for_target(target)(target)
     backend.check_target()
     return backend
 

@@ -62,11 +62,9 @@ class OrtMobileBackend(Backend):
 
     def predictor(self, artifact: Path, threads: int = 1) -> Predict:
         """The .ort file as on the phone: its recorded optimisations replayed."""
-        from compiler.ort_session import session
+        from compiler.ort_session import predictor
 
-        sess = session(artifact, threads, saved_optimizations=True)
-        names = [i.name for i in sess.get_inputs()]
-        return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
+        return predictor(artifact, threads, saved_optimizations=True)
 
     def signature(self, compiled: CompiledGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         from compiler.backends.ort import signature_of

@@ -12,7 +12,6 @@ cross-compiled and runs under qemu-aarch64 (aarch64.py), untimed. tvm_relax.py d
 from __future__ import annotations
 
 import os
-import platform
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +28,7 @@ from compiler.backends.base import (
     read_io_record,
     write_io_record,
 )
+from compiler.backends.host import host_arch
 from compiler.digests import canonical_json, sha256_bytes, sha256_tree, tool_versions
 from compiler.engine.specs import TargetSpec
 from compiler.errors import ConfigError
@@ -84,11 +84,6 @@ def with_rpc(spec: TargetSpec, tracker: str | None, key: str | None) -> TargetSp
 def database_dir(cache_root: Path, target: Any) -> Path:
     """The tuning database of one hardware target (keyed by the full TVM target, not its name)."""
     return cache_root / "tuning" / sha256_bytes(canonical_json(target.as_dict()).encode())
-
-
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return {"amd64": "x86_64", "arm64": "aarch64"}.get(machine, machine)
 
 
 class TvmBackend(Backend):
@@ -168,7 +163,7 @@ class TvmBackend(Backend):
 
     def execution(self, artifact: Path) -> Execution:
         triple = read_io_record(artifact)["target"]["mtriple"]
-        return Execution("host") if triple.split("-")[0] == _host_arch() else QEMU
+        return Execution("host") if triple.split("-")[0] == host_arch() else QEMU
 
     def predictor(self, artifact: Path, threads: int = 1) -> Predict:
         """The library in TVM's Relax VM at the static shapes of its io.json."""

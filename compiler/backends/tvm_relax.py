@@ -11,7 +11,6 @@ compiler or, for a foreign ISA, by the `cross_compiler` the caller passes.
 
 from __future__ import annotations
 
-import platform
 import time
 import tomllib
 from collections.abc import Callable
@@ -24,13 +23,13 @@ import onnx
 
 from compiler import progress
 from compiler.backends import tvm_tuning
+from compiler.backends.host import host_arch
 from compiler.errors import UserError
 
 ARTIFACT_NAME = "model.so"
 
 # A target's mcpu that any CPU of its ISA runs (anything else may use instructions the host lacks).
 _GENERIC_CPUS = {"generic", "x86-64"}
-_ARCH_OF_MACHINE = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
 _X86_ISA_PREFIXES = ("sse", "ssse3", "avx", "fma", "f16c", "bmi", "amx", "popcnt", "aes", "sha_ni", "vaes", "vpclmul")
 
 
@@ -56,7 +55,7 @@ class TvmTarget:
         """The CPU name LLVM generates code for: None -> the host CPU (x86 host) or generic."""
         if self.mcpu is not None:
             return self.mcpu
-        if self.arch == _host_arch():
+        if self.arch == host_arch():
             from tvm.target import codegen
 
             return str(codegen.llvm_get_system_cpu())
@@ -74,7 +73,7 @@ class TvmTarget:
 
     def is_host(self) -> bool:
         """True when code built for this target runs on this machine."""
-        if self.kind != "llvm" or self.arch != _host_arch():
+        if self.kind != "llvm" or self.arch != host_arch():
             return False
         host_cpu = TvmTarget(self.kind, self.mtriple, None, (), self.num_cores).resolved_mcpu()
         return self.mcpu is None or self.mcpu in _GENERIC_CPUS or self.mcpu == host_cpu
@@ -99,11 +98,6 @@ class TuneOptions:
         if not self.tracker or not self.key:
             raise TvmError('[tune] runner = "rpc" needs tracker = "HOST:PORT" and key = "<device key>"')
         return tvm_tuning.RpcTracker.parse(self.tracker, self.key)
-
-
-def _host_arch() -> str:
-    machine = platform.machine().lower()
-    return _ARCH_OF_MACHINE.get(machine, machine)
 
 
 def host_isa_features() -> list[str]:

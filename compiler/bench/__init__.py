@@ -10,7 +10,6 @@ model_update.py makes the fine-tuned model a delta is measured on.
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ def run_bench(models: list[str], options: BenchOptions, json_path: Path | None =
     """Each recipe's family bench, one after another; the results by recipe (also as JSON)."""
     import numpy as np
 
+    from compiler.dotted import resolve
     from compiler.engine import config
     from compiler.engine.cache import Cache
     from compiler.families.catalogue import family
@@ -40,8 +40,7 @@ def run_bench(models: list[str], options: BenchOptions, json_path: Path | None =
             entry = family(config.load_recipe(name).family).bench
             if entry is None:
                 continue
-            module, _, function = entry.partition(":")
-            bench = getattr(importlib.import_module(module), function)
+            bench = resolve(entry)
             run = BenchOptions(options.repeats, options.olive, options.tvm_trials, scratch.scratch())
             results[name] = bench(name, run)
     finally:

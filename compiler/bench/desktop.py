@@ -137,6 +137,7 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
     from compiler.engine.latency import measure_latency
     from compiler.families.single_graph.evaluator import Evaluator
     from compiler.families.single_graph.importing import tokenizer_dir
+    from compiler.ort_session import predictor as ort_predictor
 
     recipe = config.load_recipe(name)
     # desktop-tvm is measured by _tvm_variants (untuned and per budget), not at its file's budget.
@@ -217,7 +218,7 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
     runners = {"torch": torch_run}
     for key, path in paths.items():
         backend = backends.get(key)  # None: an ONNX graph (ORT FP32, Olive's output)
-        run = backend.predictor(path, threads=THREADS) if backend else _ort_predictor(path)
+        run = backend.predictor(path, threads=THREADS) if backend else ort_predictor(path, THREADS)
         runners[key] = lambda run=run: run(dataset.bench)
     seconds = measure_latency(runners, repeats=repeats, label=f"{recipe.name}: timing {len(runners)} configurations")
     for key, value in seconds.items():
@@ -227,14 +228,6 @@ def bench_model(name: str, repeats: int, olive: bool, workdir: Path, tvm_trials:
     off_host_rows = _time_off_host(off_host, rows, imported, dataset.bench, repeats)
     order = ["torch", "ort-fp32", *targets, "olive", *off_host_rows, *phone_rows]
     return [rows[key] for key in order if key in rows]
-
-
-def _ort_predictor(path: Path) -> Any:
-    from compiler.ort_session import session
-
-    sess = session(path, THREADS)
-    names = [i.name for i in sess.get_inputs()]
-    return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
 
 
 def _time_off_host(

@@ -1,7 +1,7 @@
 """The compile stage: one graph -> the backend's artifact, through the cache.
 
 Key: the input graph's digest, the backend's key config, the backend's fingerprint (the code that
-compiles and runs its artifacts) and its tools' versions.
+compiles and runs its artifacts), this module's code and the backend's tools' versions.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 from compiler.backends.base import Backend, CompiledGraph, CompileRequest
 from compiler.digests import sha256_file, tool_versions
 from compiler.engine.cache import Cache, stage_key
+from compiler.engine.fingerprint import code_digest
 from compiler.progress import step
 
 
@@ -23,7 +24,7 @@ def compile_graph(backend: Backend, request: CompileRequest, cache: Cache, label
         "compile",
         inputs={"model": sha256_file(request.model)},
         config=backend.key_config(request),
-        code=backend.fingerprint(),
+        code=backend.fingerprint() + code_digest([__name__]),
         tools=tool_versions(*backend.tools),
     )
 

@@ -7,10 +7,10 @@ one folder under compiler/families/ with a `ModelFamily` subclass and one line h
 
 from __future__ import annotations
 
-import importlib
 from functools import cache
 from typing import TYPE_CHECKING
 
+from compiler.dotted import resolve
 from compiler.errors import ConfigError, did_you_mean
 
 if TYPE_CHECKING:
@@ -35,15 +35,13 @@ def family(name: str) -> ModelFamily:
     """The family named `name` (one instance per process)."""
     if name not in CATALOGUE:
         raise ConfigError(f"unknown model family '{name}'; {did_you_mean(name, FAMILY_NAMES)}")
-    module, _, cls = CATALOGUE[name].partition(":")
-    instance: ModelFamily = getattr(importlib.import_module(module), cls)()
+    instance: ModelFamily = resolve(CATALOGUE[name])()
     return instance
 
 
 def recipe_for_onnx_file(path: Path) -> ModelRecipe:
     """A recipe for a bare ONNX file, from the family that builds them."""
-    module, _, function = ONNX_FILE_RECIPE.partition(":")
-    recipe: ModelRecipe = getattr(importlib.import_module(module), function)(path)
+    recipe: ModelRecipe = resolve(ONNX_FILE_RECIPE)(path)
     return recipe
 
 

@@ -10,11 +10,11 @@ to its final name: nothing unverified ever sits where a verified download is exp
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shutil
 from pathlib import Path
 
+from compiler.digests import sha256_file
 from compiler.errors import UserError
 
 CHUNK = 1 << 16
@@ -24,14 +24,6 @@ ATTEMPTS = 3
 
 class DownloadError(UserError):
     """A download failed (HTTP status, timeout, too much data, disk full, digest mismatch)."""
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fetch_once(url: str, part: Path, length: int, timeout: float) -> None:
@@ -80,7 +72,7 @@ def download(url: str, dest: Path, length: int, sha256: str, timeout: float = TI
     next attempt (also in a later process). Raises DownloadError naming the cause; a `.part` whose
     content turned out wrong is deleted so the next try starts clean.
     """
-    if dest.is_file() and dest.stat().st_size == length and _sha256(dest) == sha256:
+    if dest.is_file() and dest.stat().st_size == length and sha256_file(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -101,7 +93,7 @@ def download(url: str, dest: Path, length: int, sha256: str, timeout: float = TI
     else:
         assert last is not None
         raise last
-    actual = _sha256(part)
+    actual = sha256_file(part)
     if actual != sha256:
         part.unlink(missing_ok=True)
         raise DownloadError(f"GET {url}: sha256 {actual} differs from the signed {sha256} (tampered or corrupt)")

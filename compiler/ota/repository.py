@@ -30,6 +30,7 @@ from typing import Any
 
 from tuf.api.metadata import Metadata, TargetFile, Targets
 
+from compiler.digests import sha256_file
 from compiler.errors import did_you_mean
 from compiler.ota.delta import make_delta
 from compiler.ota.keystore import Keystore
@@ -81,14 +82,6 @@ def check_channel(channel: str) -> str:
     if channel not in CHANNELS:
         raise RepoError(f"unknown channel '{channel}': {did_you_mean(channel, CHANNELS)}")
     return channel
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _number_text(value: Any) -> Any:
@@ -196,7 +189,7 @@ def _stage(repository: Repository, bundle: Path) -> tuple[str, TargetFile, str |
     if existing is None:
         bundle_file, delta = _add_bundle(repository, bundle, manifest, path)
         return path, bundle_file, delta
-    if existing.hashes["sha256"] != _sha256_file(bundle):
+    if existing.hashes["sha256"] != sha256_file(bundle):
         raise RepoError(
             f"{path} is already published with other bytes (sha256 {existing.hashes['sha256']}): "
             "bump the model version to publish a change"
@@ -271,7 +264,7 @@ def promote_many(
             target_file = repository.find_bundle(local.name)
             if target_file is None:
                 raise RepoError(f"{local.name} is not published in {repo}: publish it first (`edgebuild publish`)")
-            if local.is_file() and _sha256_file(local) != target_file.hashes["sha256"]:
+            if local.is_file() and sha256_file(local) != target_file.hashes["sha256"]:
                 raise RepoError(f"{local} differs from the published {target_file.path}: promote the published bytes")
             found.append(target_file)
         for target_file in found:

@@ -17,6 +17,7 @@ from compiler.engine.latency import measure_latency
 from compiler.engine.measurements import host_fingerprint, recall_or_measure
 from compiler.engine.record import StageRow
 from compiler.families.single_graph.data import Dataset
+from compiler.progress import step
 
 THREADS = 1
 
@@ -24,11 +25,9 @@ THREADS = 1
 def _predictor(row: StageRow, backend: Backend) -> Predict:
     if row.kind == "compile":
         return backend.predictor(row.path, threads=THREADS)
-    from compiler.ort_session import session
+    from compiler.ort_session import predictor
 
-    sess = session(row.path, THREADS)
-    names = [i.name for i in sess.get_inputs()]
-    return lambda feeds: sess.run(None, {n: feeds[n] for n in names})
+    return predictor(row.path, THREADS)
 
 
 def time_rows(rows: list[StageRow], dataset: Dataset, backend: Backend) -> dict[str, Any]:
@@ -56,7 +55,7 @@ def time_rows(rows: list[StageRow], dataset: Dataset, backend: Backend) -> dict[
         row.latency_ms = measured * 1000 if measured is not None else None
         row.latency_ratio = measured / baseline if measured is not None else None
     final = seconds.get(str(len(rows) - 1))
-    return {
+    latency: dict[str, Any] = {
         "artifact_ms": final * 1000 if final is not None else None,
         "ort_fp32_ms": baseline * 1000,
         "ratio_vs_ort_fp32": final / baseline if final is not None else None,
@@ -67,6 +66,35 @@ def time_rows(rows: list[StageRow], dataset: Dataset, backend: Backend) -> dict[
         if final is not None
         else backend.not_timed(rows[-1].path),
     }
+    if final is None:
+        instructions = count_instructions(rows, dataset, backend)
+        if instructions is not None:
+            latency["instructions"] = instructions
+    return latency
+
+
+def count_instructions(rows: list[StageRow], dataset: Dataset, backend: Backend) -> dict[str, Any] | None:
+    """The emulated artifact's instructions per inference at the bench shape, against ORT on the
+    imported FP32 model on the same emulated CPU (deterministic: recorded once per model bytes)."""
+    artifact, reference = rows[-1].path, rows[0].path
+    subject = {
+        "what": "emulated-instructions",
+        "models": [sha256_file(artifact), sha256_file(reference)],
+        "bench": {name: [list(a.shape), str(a.dtype), sha256_bytes(a.tobytes())] for name, a in dataset.bench.items()},
+        "execution": backend.execution(artifact).how,
+        "code": code_digest([__name__]) + backend.fingerprint(),
+        "tools": tool_versions("numpy", *backend.tools),
+    }
+    if not backend.counts_instructions:
+        return None
+    shape = {name: list(array.shape) for name, array in dataset.bench.items()}
+
+    def count() -> dict[str, Any]:
+        step(f"counting instructions per inference at {shape} ({backend.execution(artifact).how.removeprefix('run ')})")
+        return backend.instruction_cost(artifact, reference, dataset.bench) or {}
+
+    cost = recall_or_measure(subject, count)
+    return {**cost, "input_shapes": shape} if cost else None
 
 
 __all__ = ["THREADS", "time_rows"]

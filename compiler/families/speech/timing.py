@@ -4,6 +4,7 @@ model bytes on this host is kept in the measurement ledger, so a rebuild records
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from compiler.backends.base import CompiledGraph
@@ -12,6 +13,7 @@ from compiler.engine.fingerprint import code_digest
 from compiler.engine.measurements import recall_or_measure
 from compiler.families.speech.evaluate import THREADS, Transcripts, spaced, transcribe
 from compiler.families.speech.generate import Parts
+from compiler.families.speech.testset import Clip
 from compiler.progress import step
 
 if TYPE_CHECKING:
@@ -20,13 +22,19 @@ if TYPE_CHECKING:
 VERIFYING = ("compiler.families.speech.evaluate", "compiler.families.speech.native_loop")
 
 
-def real_time_factors(
-    build: SpeechBuild, compiled: dict[str, CompiledGraph], parts: Parts, fp32: Parts
-) -> dict[str, Any]:
-    """Real-time factor and ms per clip of the build (`parts`) and of the FP32 ONNX pair, greedy on
-    `bench_clips` clean clips, interleaved, through the host's measurement ledger."""
+def timed_clips(build: SpeechBuild) -> list[Clip]:
+    """The clean clips the real-time factor is measured on: `bench_clips` of them, evenly spaced."""
     clean = [clip for clip in build.clips if clip.noise == "clean"] or build.clips
-    timed = [clean[i] for i in spaced(len(clean), build.settings.bench_clips)]
+    return [clean[i] for i in spaced(len(clean), build.settings.bench_clips)]
+
+
+def real_time_factors(
+    build: SpeechBuild, compiled: dict[str, CompiledGraph], runners: Callable[[], dict[str, Parts]]
+) -> dict[str, Any]:
+    """Real-time factor and ms per clip of each of `runners()` ("fp32": the FP32 ONNX pair,
+    "artifact": the build), greedy on `bench_clips` clean clips, interleaved, through the host's
+    measurement ledger (`runners` is called only when the ledger has no figure for these bytes)."""
+    timed = timed_clips(build)
     subject = {
         "what": "speech-rtf",
         "models": [sha256_file(p) for p in (*build.fp32.values(), *(c.artifact for c in compiled.values()))],
@@ -38,12 +46,12 @@ def real_time_factors(
 
     def measure() -> dict[str, Any]:
         step(f"timing the FP32 pair and the build on {len(timed)} clips (real-time factor)")
-        runners = {"fp32": fp32, "artifact": parts}
-        runs: dict[str, list[Transcripts]] = {name: [] for name in runners}
-        for runner in runners.values():
+        loaded = runners()
+        runs: dict[str, list[Transcripts]] = {name: [] for name in loaded}
+        for runner in loaded.values():
             transcribe(runner, timed[:1], build.config)  # warm-up
         for clip in timed:  # interleaved: the machine's load hits both alike
-            for name, runner in runners.items():
+            for name, runner in loaded.items():
                 runs[name].append(transcribe(runner, [clip], build.config))
         audio = sum(clip.seconds for clip in timed)
         return {
@@ -57,4 +65,4 @@ def real_time_factors(
     return recall_or_measure(subject, measure)
 
 
-__all__ = ["real_time_factors"]
+__all__ = ["VERIFYING", "real_time_factors", "timed_clips"]
