@@ -206,7 +206,7 @@ def test_families_never_name_a_runtime() -> None:
     families = [p for p in _modules().values() if p.relative_to(PACKAGES).as_posix().startswith("compiler/families/")]
     assert len(families) > 15
     found = [
-        f"{label}:{line}: names {value!r}"
+        f"{path.relative_to(PACKAGES)}:{line}: names {value!r}"
         for path in families
         for line, value in _code_strings(ast.parse(path.read_text()))
         if value in RUNTIMES

@@ -1,4 +1,4 @@
-"""Run TVM's Linux AArch64 artifacts on an x86 build host, under qemu-aarch64-static.
+"""Run TVM's Linux AArch64 artifacts on an x86 build host, under qemu-aarch64 with the board's CPU model.
 
 What: an ARM64 `model.so` (a Relax VM executable exported with TVM's cross compiler) is executed by
 a small C++ runner (templates/tvm_runner.cc) linked against the aarch64 apache-tvm wheel's
@@ -7,7 +7,8 @@ the CPU; the build compares the outputs with its FP32 reference. Timings under e
 nothing, so this module only returns outputs.
 
 Needs: Debian's gcc/g++-aarch64-linux-gnu (with its sysroot /usr/aarch64-linux-gnu) and
-qemu-user-static (installed on demand when running as root), pip, and the network once to download
+qemu-user (the dynamic qemu-aarch64, run with -cpu from the target file by
+compiler/toolchains/arm64.py; installed on demand when running as root), pip, and the network once to download
 the two aarch64 wheels. binfmt_misc is not assumed: qemu is called explicitly.
 
 Guarantees: the runtime libraries and the runner are built once and cached under the toolchains
@@ -18,7 +19,6 @@ seen); every failure is a `UserError` of one line saying what to do.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
@@ -31,16 +31,17 @@ import numpy as np
 from filelock import FileLock
 
 from compiler.errors import UserError
-from compiler.progress import heartbeat, step
+from compiler.progress import step
 from compiler.shipped import shipped
+from compiler.toolchains.apt import ensure_programs, first_line
 
 RUNNER_SOURCE = shipped("templates/tvm_runner.cc")
 RUNNER_HEADER = shipped("templates/tvm_npy.h")  # shared by every runner source
 SYSROOT = Path("/usr/aarch64-linux-gnu")
 TVM_VERSION = "0.27.0.post1"
 TVM_FFI_VERSION = "0.1.14.post1"  # 0.1.15.x segfaults in JSON serialisation (DESIGN.md)
-APT_PACKAGES = ("gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu", "qemu-user-static")
-TOOLS = {"gxx": "aarch64-linux-gnu-g++", "gcc": "aarch64-linux-gnu-gcc", "qemu": "qemu-aarch64-static"}
+APT_PACKAGES = ("gcc-aarch64-linux-gnu", "g++-aarch64-linux-gnu")
+TOOLS = {"gxx": "aarch64-linux-gnu-g++", "gcc": "aarch64-linux-gnu-gcc"}
 EM_AARCH64 = 183
 
 # Files taken from each wheel: archive prefix -> destination inside the runtime directory.
@@ -62,43 +63,15 @@ def is_aarch64_elf(path: Path) -> bool:
     return elf64_le and int.from_bytes(header[18:20], "little") == EM_AARCH64
 
 
-def _first_line(command: list[str]) -> str:
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    return (result.stdout or result.stderr).strip().splitlines()[0] if result.returncode == 0 else "unknown"
-
-
-def _find_tools() -> dict[str, str | None]:
-    return {key: shutil.which(name) for key, name in TOOLS.items()}
-
-
 def ensure_cross_toolchain() -> dict[str, str]:
-    """Paths and versions of the AArch64 cross compilers and qemu-aarch64-static, installing them if needed.
+    """Paths and versions of the AArch64 cross compilers, installing them if needed.
 
-    Returns keys gxx, gcc, qemu (paths), sysroot, and gxx_version, gcc_version, qemu_version (first
-    line of `--version`) for cache keys and manifests. As root on a Debian-like host the missing
-    packages are installed with apt-get; otherwise a UserError gives the command to run.
+    Returns keys gxx, gcc (paths), sysroot, and gxx_version, gcc_version (first line of `--version`)
+    for cache keys and manifests. As root on a Debian-like host the missing packages are installed
+    with apt-get; otherwise a UserError gives the command to run.
     """
-    tools = _find_tools()
-    if not all(tools.values()) or not SYSROOT.is_dir():
-        command = f"apt-get install -y {' '.join(APT_PACKAGES)}"
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            missing = ", ".join(TOOLS[k] for k, v in tools.items() if not v) or str(SYSROOT)
-            raise UserError(f"ARM64 cross toolchain missing ({missing}): run `sudo {command}` (Debian/Ubuntu)")
-        step(f"installing the ARM64 cross toolchain: {command}")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        # Another build may hold the dpkg lock; wait for it instead of failing at once.
-        lock = ["-o", "DPkg::Lock::Timeout=600"]
-        for args in (["update", "-qq"], ["install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES]):
-            with heartbeat(f"apt-get {args[0]}"):
-                result = subprocess.run(["apt-get", *lock, *args], env=env, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                tail = " | ".join(result.stderr.strip().splitlines()[-3:])
-                raise UserError(f"`apt-get {' '.join(args)}` failed ({tail}); run `{command}` by hand")
-        tools = _find_tools()
-        if not all(tools.values()) or not SYSROOT.is_dir():
-            raise UserError(f"ARM64 cross toolchain still missing after apt-get: run `{command}`")
-    paths = {key: str(path) for key, path in tools.items()}
-    versions = {f"{key}_version": _first_line([path, "--version"]) for key, path in paths.items()}
+    paths = ensure_programs(TOOLS, APT_PACKAGES, "ARM64 cross toolchain", (SYSROOT,))
+    versions = {f"{key}_version": first_line([path, "--version"]) for key, path in paths.items()}
     return {**paths, "sysroot": str(SYSROOT), **versions}
 
 
@@ -218,15 +191,15 @@ def build_runner(toolchains_dir: Path | None = None, source: Path = RUNNER_SOURC
 def run_batches_under_qemu(
     model_so: Path,
     batches: list[dict[str, np.ndarray]],
+    cpu: str,
     timeout_s: int = 3600,
     toolchains_dir: Path | None = None,
 ) -> list[list[np.ndarray]]:
-    """Outputs of `model_so`'s `main` for every batch, in one qemu-aarch64 process (the model is
-    loaded once: verification runs hundreds of batches and a process start costs ~0.3 s)."""
+    """Outputs of `model_so`'s `main` for every batch, in one qemu-aarch64 -cpu `cpu` process (the
+    model is loaded once: verification runs hundreds of batches and a process start costs ~0.3 s)."""
     toolchains_dir = toolchains_dir or default_toolchains()
     if not is_aarch64_elf(model_so):
         raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
-    tools = ensure_cross_toolchain()
     runner = build_runner(toolchains_dir)
     with tempfile.TemporaryDirectory(prefix="edgebuild-qemu-") as tmp:
         in_dir, out_dir = Path(tmp) / "in", Path(tmp) / "out"
@@ -235,7 +208,7 @@ def run_batches_under_qemu(
             for index, array in enumerate(inputs.values()):
                 np.save(in_dir / str(call) / f"{index}.npy", np.ascontiguousarray(array, array.dtype.newbyteorder("<")))
         out_dir.mkdir()
-        run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
+        run_runner(cpu, runner, model_so, in_dir, out_dir, timeout_s)
         results = []
         for call in range(len(batches)):
             directory = out_dir / str(call)
@@ -244,35 +217,34 @@ def run_batches_under_qemu(
 
 
 def run_runner(
-    tools: dict[str, str],
+    cpu: str,
     runner: Path,
     model_so: Path,
     in_dir: Path,
     out_dir: Path,
     timeout_s: int,
     arguments: list[str] | None = None,
+    count_instructions: Path | None = None,
 ) -> None:
-    """Run `runner` under qemu-aarch64 with `arguments` (default: model_so in_dir out_dir)."""
-    command = [tools["qemu"], "-L", tools["sysroot"], "-E", f"LD_LIBRARY_PATH={runner.parent}"]
-    command += [str(runner), *(arguments or [str(model_so), str(in_dir), str(out_dir)])]
-    try:
-        with heartbeat(f"{runner.name} under qemu-aarch64 ({model_so.name})"):
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise UserError(f"{model_so.name} did not finish within {timeout_s} s under qemu-aarch64") from error
-    if result.returncode != 0:
-        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-        raise UserError(f"{model_so.name} failed under qemu-aarch64 (exit {result.returncode}): {tail}")
+    """Run `runner` under qemu-aarch64 -cpu `cpu` (the target board's core: an instruction it lacks
+    fails here, as on the board) with `arguments` (default: model_so in_dir out_dir)."""
+    from compiler.toolchains.arm64 import run_guest
+
+    argv = [str(runner), *(arguments or [str(model_so), str(in_dir), str(out_dir)])]
+    what = f"{model_so.name} ({runner.name})"
+    env = {"LD_LIBRARY_PATH": str(runner.parent)}
+    run_guest(cpu, SYSROOT, argv, what, timeout_s, env, count_instructions)
 
 
 def run_under_qemu(
     model_so: Path,
     inputs: dict[str, np.ndarray],
+    cpu: str,
     output_count: int | None = None,
     timeout_s: int = 600,
     toolchains_dir: Path | None = None,
 ) -> list[np.ndarray]:
-    """Outputs of the aarch64 Relax `model_so`'s `main` on `inputs`, executed under qemu-aarch64-static.
+    """Outputs of the aarch64 Relax `model_so`'s `main` on `inputs`, executed under qemu-aarch64 -cpu `cpu`.
 
     `inputs` are passed positionally in dict order, which must be main's parameter order (the ONNX
     graph's input order for an imported model). A tuple result comes back flattened. When
@@ -281,7 +253,6 @@ def run_under_qemu(
     toolchains_dir = toolchains_dir or default_toolchains()
     if not is_aarch64_elf(model_so):
         raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
-    tools = ensure_cross_toolchain()
     runner = build_runner(toolchains_dir)
     with tempfile.TemporaryDirectory(prefix="edgebuild-qemu-") as tmp:
         in_dir, out_dir = Path(tmp) / "in", Path(tmp) / "out"
@@ -290,7 +261,7 @@ def run_under_qemu(
         for index, array in enumerate(inputs.values()):
             # The runner reads little-endian, C-order .npy version 1.
             np.save(in_dir / f"{index}.npy", np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
-        run_runner(tools, runner, model_so, in_dir, out_dir, timeout_s)
+        run_runner(cpu, runner, model_so, in_dir, out_dir, timeout_s)
         outputs = [np.load(out_dir / f"{i}.npy") for i in range(len(list(out_dir.glob("*.npy"))))]
     if output_count is not None and len(outputs) != output_count:
         raise UserError(f"{model_so.name} returned {len(outputs)} outputs under qemu-aarch64, expected {output_count}")

@@ -102,7 +102,7 @@ class Backend(ABC):
     tools: ClassVar[tuple[str, ...]]  # distributions whose versions change the artifact
     converts_from: ClassVar[Literal["onnx", "pytorch"]] = "onnx"
     # What a model family may require of a backend: "stepwise" = each graph can be called once per
-    # step from the build (a generation loop), on this host or through `run_program`.
+    # step from the build (a generation loop), on this host, through `remote_predictor` or `run_program`.
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # The artifact is an ONNX graph packaging can read (memory is estimated from it at packaging).
     graph_artifact: ClassVar[bool] = False
@@ -113,6 +113,9 @@ class Backend(ABC):
     bench_note: ClassVar[str] = ""  # what `make bench` says of this backend's latency figures
     times_off_host: ClassVar[bool] = False  # `time_against_ort` times artifacts in another process
     counts_instructions: ClassVar[bool] = False  # `instruction_cost` counts emulated artifacts' instructions
+    # `predictor` also works for artifacts that run elsewhere (a session kept in an emulated process):
+    # a generation loop then runs here, calling it per step, instead of a native program (`run_program`).
+    remote_predictor: ClassVar[bool] = False
 
     def __init__(self, target: TargetSpec) -> None:
         self.target = target

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 import onnxruntime as ort
 
 from compiler.backends.base import Backend, CompiledGraph, CompileRequest
+from compiler.engine.specs import TargetSpec
 from compiler.progress import step
 
 ARTIFACT_NAME = "model.onnx"
@@ -43,6 +44,17 @@ class OrtBackend(Backend):
     tools: ClassVar[tuple[str, ...]] = ("onnxruntime", "onnx")
     capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})
     graph_artifact: ClassVar[bool] = True
+
+    @classmethod
+    def for_target(cls, target: TargetSpec) -> type[Backend]:
+        """A board of another ISA (platform.arch = "aarch64" on an x86 host) is verified under emulation."""
+        from compiler.backends.host import host_arch
+
+        if target.platform.get("arch", host_arch()) == "aarch64" != host_arch():
+            from compiler.backends.ort_aarch64 import OrtAarch64Backend
+
+            return OrtAarch64Backend
+        return cls
 
     def key_config(self, request: CompileRequest) -> dict[str, Any]:
         return {"runtime": self.runtime, "level": self.target.graph_optimization}

@@ -34,7 +34,6 @@ from compiler.engine.specs import TargetSpec
 from compiler.errors import ConfigError
 
 THREADS_ENV = "TVM_NUM_THREADS"
-QEMU = Execution("emulated", "run under qemu-aarch64")
 
 
 def tvm_target(spec: TargetSpec) -> Any:
@@ -102,7 +101,16 @@ class TvmBackend(Backend):
         return with_rpc(with_trials(target, trials), tracker, key)
 
     def check_target(self) -> None:
-        tvm_target(self.target)  # triple and mattr are checked before any work
+        target = tvm_target(self.target)  # triple and mattr are checked before any work
+        if not target.is_host():
+            self.board_cpu  # noqa: B018 - an emulated board needs a CPU model qemu knows
+
+    @property
+    def board_cpu(self) -> str:
+        """The qemu CPU model of the target's board (platform.cpu): what emulation runs the library on."""
+        from compiler.toolchains.arm64 import cpu_model
+
+        return cpu_model(self.target.platform.get("cpu"), str(self.target.path)).name
 
     def key_config(self, request: CompileRequest) -> dict[str, Any]:
         """Target, tuning budget and shapes. Untuned builds (trials = 0) use whatever the database
@@ -139,12 +147,13 @@ class TvmBackend(Backend):
         cross, execution = None, None
         if not target.is_host():
             from compiler.backends import aarch64
+            from compiler.toolchains.arm64 import qemu_tools
 
             cross = aarch64.cross_compiler()
             tools = aarch64.ensure_cross_toolchain()
             execution = (
                 f"cross-compiled with {tools['gxx_version']}; verified by executing it under "
-                f"{tools['qemu_version']} (emulated: no timings)"
+                f"{qemu_tools()['qemu_version']} -cpu {self.board_cpu} (emulated: no timings)"
             )
         database = database_dir(request.cache_root, target)
         database.mkdir(parents=True, exist_ok=True)
@@ -163,7 +172,11 @@ class TvmBackend(Backend):
 
     def execution(self, artifact: Path) -> Execution:
         triple = read_io_record(artifact)["target"]["mtriple"]
-        return Execution("host") if triple.split("-")[0] == host_arch() else QEMU
+        return (
+            Execution("host")
+            if triple.split("-")[0] == host_arch()
+            else Execution("emulated", f"run under qemu-aarch64 -cpu {self.board_cpu}")
+        )
 
     def predictor(self, artifact: Path, threads: int = 1) -> Predict:
         """The library in TVM's Relax VM at the static shapes of its io.json."""
@@ -185,7 +198,8 @@ class TvmBackend(Backend):
 
         def under_qemu(padded: list[Feeds]) -> Outputs:
             # Positional arguments: io.json's input_shapes keys are sorted, not in main's order.
-            return aarch64.run_batches_under_qemu(artifact, [{n: full[n] for n in names} for full in padded])
+            feeds = [{n: full[n] for n in names} for full in padded]
+            return aarch64.run_batches_under_qemu(artifact, feeds, self.board_cpu)
 
         return run_static(io["input_shapes"], batches, under_qemu)
 
@@ -195,9 +209,8 @@ class TvmBackend(Backend):
 
         if self.execution(artifact).where == "host":
             raise ConfigError(f"{artifact.name} runs on this host: call it through predictor(), not a native program")
-        tools = aarch64.ensure_cross_toolchain()
         runner = aarch64.build_runner(source=source)
-        aarch64.run_runner(tools, runner, artifact, artifact.parent, artifact.parent, timeout_s, arguments)
+        aarch64.run_runner(self.board_cpu, runner, artifact, artifact.parent, artifact.parent, timeout_s, arguments)
 
     def ship(self, compiled: CompiledGraph, name: str, prefix: str = "") -> dict[str, Shipped]:
         """The library, and for a board the TVM runtime + the C++ loader sources it needs."""
@@ -215,4 +228,4 @@ class TvmBackend(Backend):
         )
 
 
-__all__ = ["QEMU", "THREADS_ENV", "TvmBackend", "database_dir", "tvm_target", "with_rpc", "with_trials"]
+__all__ = ["THREADS_ENV", "TvmBackend", "database_dir", "tvm_target", "with_rpc", "with_trials"]

@@ -88,11 +88,18 @@ def build(
     metrics = record["metrics"]
     step(f"fidelity: {metrics['fidelity']['summary']}")
     ratio = metrics["latency"]["ratio_vs_ort_fp32"]
+    counted = metrics["latency"].get("instructions")
     latency = (
         f"latency {ratio:.2f}x ORT FP32 on this host"
         if ratio is not None
         else f"latency not measured ({backend_class(record['target']['runtime']).untimed_summary})"
     )
+    if counted:
+        latency = (
+            f"{counted['ratio_vs_ort_fp32']:.2f}x ORT FP32's instructions per inference under qemu -cpu "
+            f"{counted['cpu']} ({100 * counted['integer_mac_share']:.0f}% integer multiply-accumulate; a count, "
+            "not a time)"
+        )
     step(f"size: {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32); {latency}")
     from compiler.cli.inspect import artifact_names
 

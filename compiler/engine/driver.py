@@ -2,7 +2,8 @@
 
     import -> per graph: passes -> score each row -> gate "after passes"
            -> per graph: compile -> score the compiled model -> gate "after compilation"
-           -> latency -> speed gate -> one BuildResult
+           -> latency (or, under emulation, instructions) -> speed and "INT8 in name only" gates
+           -> one BuildResult
 
 The "after passes" gate runs before anything is compiled, so a pass list that breaks fidelity
 fails in seconds, not after an hour of tuning. Stages go through the content-addressed cache; the
@@ -20,7 +21,7 @@ from compiler.backends.catalogue import backend_for
 from compiler.digests import sha256_file
 from compiler.engine.cache import Cache
 from compiler.engine.compile_stage import compile_graph
-from compiler.engine.gates import check_fidelity, speed_verdict
+from compiler.engine.gates import check_fidelity, check_integer_work, speed_verdict
 from compiler.engine.graph_passes import run_graph_passes
 from compiler.engine.record import BuildResult, StageRow
 from compiler.engine.specs import ModelRecipe, TargetSpec
@@ -65,6 +66,7 @@ def run_build(recipe: ModelRecipe, target: TargetSpec, cache: Cache) -> BuildRes
     check_fidelity(recipe.name, "after compilation", scored.fidelity, passed, advice)
 
     latency = build.latency(rows, compiled)
+    check_integer_work(target.name, target.precision, latency.get("instructions"))
     speed = speed_verdict(target.speed_gate, target.max_latency_ratio, latency["ratio_vs_ort_fp32"], target.name)
     return _result(model_family, build, imported, passes, rows, compiled, scored, latency, [speed] if speed else [])
 

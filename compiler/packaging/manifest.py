@@ -125,6 +125,12 @@ def estimate_memory(model_path: Path, input_shapes: dict[str, list[int]]) -> dic
     }
 
 
+def _runtime_version(record: dict[str, Any]) -> str | None:
+    stats = record["stages"][-1].get("stats", {}) if record.get("stages") else {}
+    version = stats.get("runtime_version")
+    return str(version) if version else None
+
+
 def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str, Any]]) -> dict[str, Any]:
     """The manifest for `record` (report.json) whose payload files are `files` (name/sha256/bytes/role)."""
     model, target, provenance = record["model"], record["target"], record["provenance"]
@@ -145,6 +151,8 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
             "runtime_min_version": target["runtime_min_version"],
             "precision": target["precision"],
             "graph_optimization": target.get("graph_optimization"),
+            # The exact device runtime the artifact was verified with, where the backend pins one.
+            **({"runtime_version": version} if (version := _runtime_version(record)) else {}),
         },
         "inputs": _tensors(record["inputs"]),
         "outputs": _tensors(record["outputs"]),

@@ -39,6 +39,18 @@ STAMP = ".edgebuild-complete"
 INSTALL_TIMEOUT_S = 3600
 
 
+def read_pins(lock: Path, what: str) -> list[str]:
+    """The `name==version` lines of a lock file (comments and blank lines dropped); every line must pin."""
+    if not lock.is_file():
+        raise UserError(f"{what}: no lock file {lock}")
+    lines = [line.split("#", 1)[0].strip() for line in lock.read_text().splitlines()]
+    pins = [line for line in lines if line]
+    loose = [line for line in pins if "==" not in line]
+    if loose:
+        raise UserError(f"{lock}: every line must pin an exact version (name==version); not: {loose[0]}")
+    return pins
+
+
 @dataclass(frozen=True)
 class Toolchain:
     """One pinned environment: `name` selects compiler/toolchains/<name>.lock."""
@@ -61,14 +73,7 @@ class Toolchain:
 
     def pins(self) -> list[str]:
         """The lock's requirement lines (comments and blank lines dropped)."""
-        if not self.lock.is_file():
-            raise UserError(f"toolchain '{self.name}': no lock file {self.lock}")
-        lines = [line.split("#", 1)[0].strip() for line in self.lock.read_text().splitlines()]
-        pins = [line for line in lines if line]
-        loose = [line for line in pins if "==" not in line]
-        if loose:
-            raise UserError(f"{self.lock}: every line must pin an exact version (name==version); not: {loose[0]}")
-        return pins
+        return read_pins(self.lock, f"toolchain '{self.name}'")
 
     def versions(self) -> dict[str, str]:
         """{package: version} from the lock: what the cache key and the manifest record."""

@@ -90,7 +90,7 @@ def test_cnn_matches_onnxruntime(tmp_path: Path, runner: Path) -> None:
     model_so = _compile_aarch64(model, {"image": list(batch.shape)}, tmp_path / "model.so")
     assert aarch64.is_aarch64_elf(model_so)
 
-    outputs = aarch64.run_under_qemu(model_so, {"image": batch}, output_count=1)
+    outputs = aarch64.run_under_qemu(model_so, {"image": batch}, "cortex-a72", output_count=1)
 
     (expected,) = run_ort(model, {"image": batch})
     assert outputs[0].dtype == np.float32 and outputs[0].shape == expected.shape
@@ -103,7 +103,7 @@ def test_int64_input_tuple_output(tmp_path: Path, runner: Path) -> None:
     feeds = {"ids": rng.integers(0, 50, (2, 6)).astype(np.int64), "mask": (rng.random((2, 6)) > 0.3).astype(np.float32)}
     model_so = _compile_aarch64(model, {"ids": [2, 6], "mask": [2, 6]}, tmp_path / "embed.so")
 
-    outputs = aarch64.run_under_qemu(model_so, feeds, output_count=2)
+    outputs = aarch64.run_under_qemu(model_so, feeds, "cortex-a72", output_count=2)
 
     for actual, expected in zip(outputs, run_ort(model, feeds), strict=True):
         assert actual.shape == expected.shape
@@ -141,7 +141,7 @@ def test_failure_is_one_line_user_error(tmp_path: Path, runner: Path) -> None:
     model, feeds = tiny_cnn()
     model_so = _compile_aarch64(model, {"image": [1, 1, 8, 8]}, tmp_path / "model.so")
     with pytest.raises(UserError, match="failed under qemu-aarch64") as error:
-        aarch64.run_under_qemu(model_so, {"image": feeds[0]["image"], "extra": feeds[0]["image"]})
+        aarch64.run_under_qemu(model_so, {"image": feeds[0]["image"], "extra": feeds[0]["image"]}, "cortex-a72")
     assert "\n" not in str(error.value)
     with pytest.raises(UserError, match="not an AArch64"):
-        aarch64.run_under_qemu(Path(np.__file__), {})
+        aarch64.run_under_qemu(Path(np.__file__), {}, "cortex-a72")

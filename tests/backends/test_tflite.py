@@ -80,7 +80,7 @@ def test_int8_scheme_follows_the_inputs_and_bad_precision_is_refused(tmp_path: P
         tflite.compile_model(tmp_path / "model.onnx", "int4", {}, {}, tmp_path)
 
 
-MAKER = '''
+MAKER = """
 import json, sys
 from pathlib import Path
 import numpy as np
@@ -103,7 +103,7 @@ else:  # 16x8 quantization: int16 activations, int8 weights
     converter.target_spec.supported_ops = [ops]
 Path(request["output"]).write_bytes(converter.convert())
 Path(request["result"]).write_text("{}")
-'''
+"""
 
 
 @pytest.mark.parametrize(

@@ -21,8 +21,9 @@ def cnn() -> tuple[onnx.ModelProto, list[Feeds]]:
 
 
 def convert(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, **options: object) -> tuple:
-    result = apply_pass(ConvertFp16(ConvertFp16.Config(**options)), model,
-                        make_context(model, feeds, tmp_path, "convolution"))
+    result = apply_pass(
+        ConvertFp16(ConvertFp16.Config(**options)), model, make_context(model, feeds, tmp_path, "convolution")
+    )
     return result.model, result.stats
 
 
@@ -61,8 +62,7 @@ def test_block_list_and_float16_io(cnn: tuple, tmp_path: Path) -> None:
     assert io_types(converted) == [TensorProto.FLOAT16, TensorProto.FLOAT16]
     assert initializer_types(converted) == {"FLOAT16": 4, "FLOAT": 2}  # Gemm's weight and bias stay
     gemm = next(node for node in converted.graph.node if node.op_type == "Gemm")
-    assert all(init.data_type == TensorProto.FLOAT for init in converted.graph.initializer
-               if init.name in gemm.input)
+    assert all(init.data_type == TensorProto.FLOAT for init in converted.graph.initializer if init.name in gemm.input)
 
 
 def test_already_float16_model_is_refused(cnn: tuple, tmp_path: Path) -> None:

@@ -22,32 +22,44 @@ def bert() -> tuple[onnx.ModelProto, list[Feeds]]:
     return tiny_bert()
 
 
-def fold(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, family: str = "attention",
-         **options: object) -> tuple[onnx.ModelProto, dict]:
+def fold(
+    model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, family: str = "attention", **options: object
+) -> tuple[onnx.ModelProto, dict]:
     ctx = make_context(model, feeds, tmp_path, family, transformer_shape=SHAPE)
     result = apply_pass(FoldConstants(FoldConstants.Config(**options)), model, ctx)
     return result.model, result.stats
 
 
 def io_dims(model: onnx.ModelProto) -> list[tuple[str, list]]:
-    return [(v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
-            for v in [*model.graph.input, *model.graph.output]]
+    return [
+        (v.name, [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim])
+        for v in [*model.graph.input, *model.graph.output]
+    ]
 
 
 def constant_matmul(branches: int, rows: int) -> onnx.ModelProto:
     """x @ (sum of `branches` ConstantOfShape([rows, 1024]) tensors): folding creates rows*4 KB each."""
     shape = numpy_helper.from_array(np.array([rows, 1024], dtype=np.int64), "shape")
     # Distinct fill values, or onnxslim's common-subexpression elimination merges the branches.
-    nodes = [helper.make_node("ConstantOfShape", ["shape"], [f"c{i}"], name=f"fill{i}",
-                              value=numpy_helper.from_array(np.array([i + 0.5], dtype=np.float32)))
-             for i in range(branches)]
-    nodes += [helper.make_node("MatMul", ["x", f"c{i}"], [f"y{i}"], name=f"matmul{i}")
-              for i in range(branches)]
+    nodes = [
+        helper.make_node(
+            "ConstantOfShape",
+            ["shape"],
+            [f"c{i}"],
+            name=f"fill{i}",
+            value=numpy_helper.from_array(np.array([i + 0.5], dtype=np.float32)),
+        )
+        for i in range(branches)
+    ]
+    nodes += [helper.make_node("MatMul", ["x", f"c{i}"], [f"y{i}"], name=f"matmul{i}") for i in range(branches)]
     nodes.append(helper.make_node("Sum", [f"y{i}" for i in range(branches)], ["y"], name="sum"))
-    graph = helper.make_graph(nodes, "constants",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", rows])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1024])],
-                              [shape])
+    graph = helper.make_graph(
+        nodes,
+        "constants",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1024])],
+        [shape],
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
@@ -58,15 +70,22 @@ def test_folds_bert_keeps_symbolic_axes_and_outputs(bert: tuple, tmp_path: Path)
     assert stats["backend"] == "onnxslim" and stats["level"] == "fold"
     assert stats["nodes_after"] < stats["nodes_before"] * 0.6  # 286 -> 139 on this export
     assert not any(node.op_type in ("Constant", "ConstantOfShape") for node in folded.graph.node)
-    assert io_dims(folded) == io_dims(model) == [("input_ids", ["batch", "seq"]),
-                                                 ("attention_mask", ["batch", "seq"]),
-                                                 ("last_hidden_state", ["batch", "seq", 64])]
-    assert stats["check"] == {"feeds": "calibration", "batches": 4,
-                              "min_cosine": pytest.approx(1.0, abs=1e-6)}
+    assert (
+        io_dims(folded)
+        == io_dims(model)
+        == [
+            ("input_ids", ["batch", "seq"]),
+            ("attention_mask", ["batch", "seq"]),
+            ("last_hidden_state", ["batch", "seq", 64]),
+        ]
+    )
+    assert stats["check"] == {"feeds": "calibration", "batches": 4, "min_cosine": pytest.approx(1.0, abs=1e-6)}
     assert_numerically_close(model, folded, feeds, min_cosine=0.99999, atol=1e-5)
     # Dynamic axes really stay dynamic: another batch size and sequence length still run.
-    other = {"input_ids": np.arange(14, dtype=np.int64).reshape(2, 7) % 200,
-             "attention_mask": np.ones((2, 7), dtype=np.int64)}
+    other = {
+        "input_ids": np.arange(14, dtype=np.int64).reshape(2, 7) % 200,
+        "attention_mask": np.ones((2, 7), dtype=np.int64),
+    }
     np.testing.assert_allclose(run_ort(folded, other)[0], run_ort(model, other)[0], atol=1e-5)
     assert model.SerializeToString() == before
 
@@ -129,11 +148,16 @@ def test_calibration_error_falls_back_to_generated_feeds(bert: tuple, tmp_path: 
 
 def test_unknown_op_is_refused_naming_it(tmp_path: Path) -> None:
     graph = helper.make_graph(
-        [helper.make_node("Mystery", ["x"], ["t"], name="mystery0", domain="com.example"),
-         helper.make_node("Relu", ["t"], ["y"], name="relu")], "custom",
+        [
+            helper.make_node("Mystery", ["x"], ["t"], name="mystery0", domain="com.example"),
+            helper.make_node("Relu", ["t"], ["y"], name="relu"),
+        ],
+        "custom",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
-                                                    helper.make_opsetid("com.example", 1)], ir_version=8)
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)], ir_version=8
+    )
     with pytest.raises(PassError, match=r"fold-constants.*cannot load the input model.*Mystery"):
         fold(model, [], tmp_path, family="other")

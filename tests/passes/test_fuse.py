@@ -32,27 +32,37 @@ def conv_bn_model() -> onnx.ModelProto:
         return numpy_helper.from_array(values.astype(np.float32), name)
 
     def bn_params(suffix: str) -> list[onnx.TensorProto]:
-        return [tensor(f"gamma{suffix}", rng.uniform(0.5, 2.0, 8)),
-                tensor(f"beta{suffix}", rng.normal(size=8)),
-                tensor(f"mean{suffix}", rng.normal(size=8)),
-                tensor(f"var{suffix}", rng.uniform(0.5, 2.0, 8))]
+        return [
+            tensor(f"gamma{suffix}", rng.uniform(0.5, 2.0, 8)),
+            tensor(f"beta{suffix}", rng.normal(size=8)),
+            tensor(f"mean{suffix}", rng.normal(size=8)),
+            tensor(f"var{suffix}", rng.uniform(0.5, 2.0, 8)),
+        ]
 
-    initializers = [tensor("w1", rng.normal(size=(8, 3, 3, 3))), tensor("b1", rng.normal(size=8)),
-                    tensor("w2", rng.normal(size=(8, 8, 1, 1))), *bn_params("1"), *bn_params("2")]
+    initializers = [
+        tensor("w1", rng.normal(size=(8, 3, 3, 3))),
+        tensor("b1", rng.normal(size=8)),
+        tensor("w2", rng.normal(size=(8, 8, 1, 1))),
+        *bn_params("1"),
+        *bn_params("2"),
+    ]
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c1", "gamma1", "beta1", "mean1", "var1"], ["n1"],
-                         name="bn1", epsilon=1e-3),
+        helper.make_node(
+            "BatchNormalization", ["c1", "gamma1", "beta1", "mean1", "var1"], ["n1"], name="bn1", epsilon=1e-3
+        ),
         helper.make_node("Relu", ["n1"], ["r1"], name="relu1"),
         helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
-        helper.make_node("BatchNormalization", ["c2", "gamma2", "beta2", "mean2", "var2"], ["n2"],
-                         name="bn2"),
+        helper.make_node("BatchNormalization", ["c2", "gamma2", "beta2", "mean2", "var2"], ["n2"], name="bn2"),
         helper.make_node("Add", ["n2", "c2"], ["y"], name="residual"),
     ]
-    graph = helper.make_graph(nodes, "conv_bn",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 8, 8])],
-                              initializers)
+    graph = helper.make_graph(
+        nodes,
+        "conv_bn",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8, 8, 8])],
+        initializers,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model, full_check=True)
     return model
@@ -89,9 +99,9 @@ def test_conv_bn_is_folded_and_refusals_are_reported(tmp_path: Path) -> None:
     ops = [node.op_type for node in result.model.graph.node]
     assert ops == ["Conv", "Relu", "Conv", "BatchNormalization", "Add"]  # bn1 gone, bn2 kept
     assert result.stats["conv_bn_folded"] == 1
-    assert result.stats["refused"] == [{
-        "conv": "conv2", "batch_norm": "bn2",
-        "reason": "Conv output 'c2' is used by more than the BatchNormalization"}]
+    assert result.stats["refused"] == [
+        {"conv": "conv2", "batch_norm": "bn2", "reason": "Conv output 'c2' is used by more than the BatchNormalization"}
+    ]
     names = {init.name for init in result.model.graph.initializer}
     assert not names & {"w1", "b1", "gamma1", "beta1", "mean1", "var1"}  # replaced parameters dropped
     assert_numerically_close(model, result.model, feeds, min_cosine=0.999999, atol=1e-4)

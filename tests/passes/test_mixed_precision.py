@@ -42,7 +42,8 @@ def test_tight_budget_leaves_the_most_sensitive_nodes_in_fp32(bert, tmp_path):
     assert search["fidelity_after"]["value"] > search["fidelity_before"]["value"]
     assert not search["fidelity_before"]["within_budget"] and search["fidelity_after"]["within_budget"]
     assert search["evaluations"] == 1 + search["candidates"] + len(search["excluded_nodes"]) + len(
-        search["rejected_nodes"])
+        search["rejected_nodes"]
+    )
     assert search["size_bytes_after"] > search["size_bytes_before"]  # the price of FP32 nodes
     assert ctx.evaluate(result.model).within_budget
     json.dumps(result.stats)

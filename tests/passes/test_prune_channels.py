@@ -20,16 +20,28 @@ EXAMPLE = (torch.zeros(1, 1, 8, 8),)
 
 
 def context(tmp_path: Path, train: bool = False, evaluate: bool = False) -> TorchPassContext:
-    return TorchPassContext(workdir=tmp_path, example_inputs=EXAMPLE,
-                            train_data=digits_cnn.train_data() if train else None,
-                            eval_data=digits_cnn.eval_data() if evaluate else None, fingerprint="test")
+    return TorchPassContext(
+        workdir=tmp_path,
+        example_inputs=EXAMPLE,
+        train_data=digits_cnn.train_data() if train else None,
+        eval_data=digits_cnn.eval_data() if evaluate else None,
+        fingerprint="test",
+    )
 
 
 def onnx_bytes(module: nn.Module) -> int:
     buffer = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(module.eval(), EXAMPLE, buffer, input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}}, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            module.eval(),
+            EXAMPLE,
+            buffer,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
     return len(buffer.getvalue())
 
 
@@ -81,8 +93,9 @@ def test_fine_tuning_is_deterministic(trained: nn.Module, tmp_path: Path) -> Non
     config = PruneChannels.Config(ratio=0.5, fine_tune_epochs=1)
     first, _ = PruneChannels(config).run(trained, context(tmp_path, train=True))
     second, _ = PruneChannels(config).run(trained, context(tmp_path, train=True))
-    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(),
-                                                 strict=True))
+    assert all(
+        torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values(), strict=True)
+    )
 
 
 class FlattenNet(nn.Module):
@@ -90,9 +103,15 @@ class FlattenNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
-                                  nn.Dropout2d(0.1))
+        self.body = nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.Dropout2d(0.1),
+        )
         self.head = nn.Linear(16 * 64, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,8 +139,7 @@ def test_removing_dead_channels_is_exact(make: type[nn.Module], tmp_path: Path) 
 
 def test_layers_and_min_channels_limit_what_is_removed(tmp_path: Path) -> None:
     net = digits_cnn.DigitsCNN().eval()
-    module, stats = PruneChannels(PruneChannels.Config(ratio=0.9, layers=("features.0",))).run(
-        net, context(tmp_path))
+    module, stats = PruneChannels(PruneChannels.Config(ratio=0.9, layers=("features.0",))).run(net, context(tmp_path))
     assert stats["layers"] == {"features.0": {"channels_before": 32, "channels_after": 8}}  # min_channels
     assert module.features[3].in_channels == 8 and module.features[3].out_channels == 64
     with pytest.raises(ConfigError, match="features.1'.*did you mean"):

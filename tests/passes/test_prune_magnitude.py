@@ -21,8 +21,9 @@ def cnn() -> tuple[onnx.ModelProto, list[Feeds]]:
 
 
 def prune(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, **options: object) -> tuple:
-    result = apply_pass(PruneMagnitude(PruneMagnitude.Config(**options)), model,
-                        make_context(model, feeds, tmp_path, "convolution"))
+    result = apply_pass(
+        PruneMagnitude(PruneMagnitude.Config(**options)), model, make_context(model, feeds, tmp_path, "convolution")
+    )
     return result.model, result.stats
 
 
@@ -80,8 +81,11 @@ def test_default_min_size_skips_small_tensors_on_bert(tmp_path: Path) -> None:
 
 def test_nothing_large_enough_is_refused(cnn: tuple, tmp_path: Path) -> None:
     model, feeds = cnn
-    with pytest.raises(PassError, match=r"prune-magnitude.*no Conv/ConvTranspose/MatMul/Gemm weight.*"
-                                        r"min_size=100000"):
+    with pytest.raises(
+        PassError,
+        match=r"prune-magnitude.*no Conv/ConvTranspose/MatMul/Gemm weight.*"
+        r"min_size=100000",
+    ):
         prune(model, feeds, tmp_path, min_size=100_000)
 
 

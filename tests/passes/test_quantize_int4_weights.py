@@ -20,8 +20,11 @@ def bert() -> tuple[onnx.ModelProto, list[Feeds]]:
 
 
 def quantize(model: onnx.ModelProto, feeds: list[Feeds], tmp_path: Path, **options: object) -> tuple:
-    result = apply_pass(QuantizeInt4Weights(QuantizeInt4Weights.Config(**options)), model,
-                        make_context(model, feeds, tmp_path, "attention"))
+    result = apply_pass(
+        QuantizeInt4Weights(QuantizeInt4Weights.Config(**options)),
+        model,
+        make_context(model, feeds, tmp_path, "attention"),
+    )
     return result.model, result.stats
 
 
@@ -85,8 +88,9 @@ def test_mixed_precision_keeps_sensitive_matmuls_in_float(bert: tuple, tmp_path:
     model, feeds = bert
     plain = apply_pass(QuantizeInt4Weights(), model, make_context(model, feeds, tmp_path, "attention"))
     ctx = make_context(model, feeds, tmp_path, "attention", min_cosine=0.9999999)  # unreachable in 4 bits
-    result = apply_pass(QuantizeInt4Weights(QuantizeInt4Weights.Config(mixed_precision=True, max_excluded=2)),
-                        model, ctx)
+    result = apply_pass(
+        QuantizeInt4Weights(QuantizeInt4Weights.Config(mixed_precision=True, max_excluded=2)), model, ctx
+    )
     search = result.stats["mixed_precision"]
     assert 1 <= len(search["excluded_nodes"]) <= 2 and result.stats["excluded"] == search["excluded_nodes"]
     assert result.stats["matmuls_quantized"] == 12 - len(search["excluded_nodes"])

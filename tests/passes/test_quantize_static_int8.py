@@ -38,8 +38,11 @@ def test_qdq_nodes_int8_per_channel_weights_uint8_activations(cnn, tmp_path):
     conv_weights = [name for name in initializers if name.endswith("_quantized") and initializers[name].ndim == 4]
     assert conv_weights and all(initializers[name].dtype == np.int8 for name in conv_weights)
     # per channel: one scale per output channel of the second Conv (32)
-    assert any(value.shape == (32,) and value.dtype == np.float32 for name, value in initializers.items()
-               if name.endswith("_scale"))
+    assert any(
+        value.shape == (32,) and value.dtype == np.float32
+        for name, value in initializers.items()
+        if name.endswith("_scale")
+    )
     activations = [node for node in result.model.graph.node if node.op_type == "QuantizeLinear"]
     zero_points = [initializers[node.input[2]] for node in activations]
     assert all(zero_point.dtype == np.uint8 for zero_point in zero_points)

@@ -229,8 +229,9 @@ class SpeechBuild(FamilyBuild):
         return all(self.backend.execution(c.artifact).where == "host" for c in compiled.values())
 
     def _parts(self, compiled: dict[str, CompiledGraph]) -> Parts | None:
-        """Parts that run the compiled graphs in this process; None when they run elsewhere."""
-        if not self._runs_here(compiled):
+        """Parts this process calls step by step (in-process sessions, or sessions in an emulated
+        process where the backend keeps them); None when only a native program can run them."""
+        if not self._runs_here(compiled) and not self.backend.remote_predictor:
             return None
         encoder, decoder = (self.backend.predictor(compiled[part].artifact, THREADS) for part in PARTS)
         return PredictorParts(encoder, decoder)
@@ -337,7 +338,7 @@ class SpeechBuild(FamilyBuild):
         for part in PARTS:
             files.update(self.backend.ship(compiled[part], names[part], prefix=f"{part}."))
         files.update({name: Shipped(self.imported.path / name, "config") for name in CONFIG_FILES})
-        if not self._runs_here(compiled):  # the loop runs natively on the device: ship its source
+        if not self._runs_here(compiled) and not self.backend.remote_predictor:  # a native loop runs on the device
             files[RUNNER_SOURCE.name] = Shipped(RUNNER_SOURCE, "source")
         inputs, outputs = [], []
         for part in PARTS:
