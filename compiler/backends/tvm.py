@@ -12,6 +12,7 @@ cross-compiled and runs under qemu-aarch64 (aarch64.py), untimed. tvm_relax.py d
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +32,7 @@ from compiler.backends.base import (
 from compiler.backends.host import host_arch
 from compiler.digests import canonical_json, sha256_bytes, sha256_tree, tool_versions
 from compiler.engine.specs import TargetSpec
-from compiler.errors import ConfigError
+from compiler.errors import ConfigError, UserError
 
 THREADS_ENV = "TVM_NUM_THREADS"
 
@@ -78,6 +79,21 @@ def with_rpc(spec: TargetSpec, tracker: str | None, key: str | None) -> TargetSp
 
     RpcTracker.parse(tracker, key)  # a malformed address fails here, before any build work
     return replace(spec, tune={**spec.tune, "runner": "rpc", "tracker": tracker, "key": key})
+
+
+def strip_debug_info(library: Path, triple: str) -> bool:
+    """Remove the DWARF sections LLVM leaves in an exported library (the symbols loaders need stay):
+    a device gets no use of them and they cost bytes. True when stripped."""
+    from compiler.toolchains.apt import ensure_programs
+
+    if triple.startswith("aarch64") and host_arch() != "aarch64":
+        tool = ensure_programs({"strip": "aarch64-linux-gnu-strip"}, ("binutils-aarch64-linux-gnu",), "AArch64 strip")
+    else:
+        tool = ensure_programs({"strip": "strip"}, ("binutils",), "strip (binutils)")
+    result = subprocess.run([tool["strip"], "--strip-debug", str(library)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UserError(f"strip --strip-debug {library.name} failed: {result.stderr.strip()[-300:]}")
+    return True
 
 
 def database_dir(cache_root: Path, target: Any) -> Path:
@@ -163,6 +179,7 @@ class TvmBackend(Backend):
             meta: dict[str, Any] = tvm_relax.compile_model(static, shapes, target, tune, database, directory, cross)
         finally:
             static.unlink(missing_ok=True)
+        meta["debug_info_stripped"] = strip_debug_info(directory / meta["artifact"], target.mtriple)
         write_io_record(directory, {key: meta[key] for key in ("inputs", "outputs", "input_shapes", "target")})
         if target.mtriple.startswith("x86_64"):
             meta["isa_features"] = tvm_relax.host_isa_features()

@@ -377,15 +377,24 @@ class Userland:
     ) -> subprocess.CompletedProcess[str]:
         """Run `script` with the userland's python3.11 on the emulated `cpu` (host paths are visible)."""
         directory = self.ensure()
-        env = {
-            "PYTHONPATH": str(directory / "site"),
+        argv = [str(directory / "rootfs" / GUEST_PYTHON), str(script), *arguments]
+        return run_guest(cpu, directory / "rootfs", argv, what, timeout_s, self._env(), count_instructions, self.home)
+
+    def python_command(self, cpu: str, script: Path, arguments: list[str]) -> list[str]:
+        """The host command running `script` in the userland on `cpu` (for a long-lived guest process)."""
+        directory = self.ensure()
+        argv = [str(directory / "rootfs" / GUEST_PYTHON), str(script), *arguments]
+        return guest_command(cpu, directory / "rootfs", argv, self._env(), None, self.home)
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "PYTHONPATH": str(self.directory / "site"),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONHASHSEED": "0",
+            "PYTHONUNBUFFERED": "1",
             "ORT_DISABLE_TELEMETRY": "1",
             "OMP_NUM_THREADS": "1",
         }
-        argv = [str(directory / "rootfs" / GUEST_PYTHON), str(script), *arguments]
-        return run_guest(cpu, directory / "rootfs", argv, what, timeout_s, env, count_instructions, self.home)
 
 
 def emulation_versions(cpu: str) -> dict[str, str]:

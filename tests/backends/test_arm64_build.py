@@ -5,6 +5,7 @@ TVM runtime libraries and the C++ runner a board needs. No timings: emulated tim
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def test_artifact_is_aarch64_and_was_executed_under_qemu(arm64_build: Path) -> N
     assert aarch64.is_aarch64_elf(arm64_build / "digits-cnn.so")
     stats = record["stages"][-1]["stats"]
     assert "qemu-aarch64" in stats["execution"] and stats["target"]["mtriple"] == "aarch64-linux-gnu"
+    assert "-cpu cortex-a72" in stats["execution"]  # the Pi 4's core, not qemu's "max"
     assert record["metrics"]["fidelity"]["within_budget"] is True
     assert record["metrics"]["latency"]["artifact_ms"] is None
     assert "emulated" in (arm64_build / "report.md").read_text()
@@ -57,7 +59,7 @@ def test_emulated_library_is_scored_on_an_evenly_spaced_subset(arm64_build: Path
     record = json.loads((arm64_build / "report.json").read_text())
     final = record["metrics"]["fidelity"]
     assert final["detail"]["verified_batches"] == 3 and final["detail"]["total_batches"] == 6
-    assert "(on 3 of 6 batches, run under qemu-aarch64)" in final["summary"]
+    assert "(on 3 of 6 batches, run under qemu-aarch64 -cpu cortex-a72)" in final["summary"]
     # Stages that run on this host are scored on every batch.
     assert all("verified_batches" not in stage["fidelity"]["detail"] for stage in record["stages"][:-1])
 
@@ -71,3 +73,13 @@ def test_bundle_carries_runtime_and_runner(arm64_build: Path) -> None:
     assert roles["libtvm_runtime.so"] == roles["libtvm_ffi.so"] == "runtime"
     assert manifest["target"]["arch"] == "aarch64" and manifest["target"]["runtime"] == "tvm"
     assert "tvm_runner.cc" in readme and "Latency: not measured" in readme
+
+
+def test_shipped_library_carries_no_debug_info(arm64_build: Path) -> None:
+    sections = subprocess.run(
+        ["aarch64-linux-gnu-readelf", "-S", "-W", str(arm64_build / "digits-cnn.so")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert ".dynsym" in sections and ".debug_info" not in sections

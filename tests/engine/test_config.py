@@ -97,11 +97,11 @@ def test_recipe_missing_source_and_bad_metric(tmp_path: Path) -> None:
 
 
 def test_rpc_runner_needs_tracker_and_key(tmp_path: Path) -> None:
-    path = variant(tmp_path, "arm64-int8", {'runner = "local"': 'runner = "rpc"'})
-    with pytest.raises(ConfigError, match=r'arm64-int8\.toml: \[tune\] runner = "rpc" needs tracker = "HOST:PORT"'):
+    path = variant(tmp_path, "arm64-fp32", {'runner = "local"': 'runner = "rpc"'})
+    with pytest.raises(ConfigError, match=r'arm64-fp32\.toml: \[tune\] runner = "rpc" needs tracker = "HOST:PORT"'):
         config.load_target(str(path))
     farm = 'runner = "rpc"\ntracker = "10.0.0.5:9190"\nkey = "rpi4"'
-    path = variant(tmp_path, "arm64-int8", {'runner = "local"': farm})
+    path = variant(tmp_path, "arm64-fp32", {'runner = "local"': farm})
     assert config.load_target(str(path)).tune == {
         "trials": 0,
         "max_trials_per_task": None,
@@ -112,7 +112,7 @@ def test_rpc_runner_needs_tracker_and_key(tmp_path: Path) -> None:
 
 
 def test_emulated_batches_must_be_positive(tmp_path: Path) -> None:
-    path = variant(tmp_path, "arm64-int8", {'speed_gate = "off"': 'speed_gate = "off"\nemulated_batches = 0'})
+    path = variant(tmp_path, "arm64-fp32", {'speed_gate = "off"': 'speed_gate = "off"\nemulated_batches = 0'})
     with pytest.raises(ConfigError, match=r"'verify\.emulated_batches' must be 1 or more, got 0"):
         config.load_target(str(path))
-    assert config.load_target("arm64-int8").emulated_batches == 24
+    assert config.load_target("arm64-fp32").emulated_batches == 24

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.engine.gates import check_fidelity, speed_verdict
+from compiler.engine.gates import check_fidelity, check_integer_work, speed_verdict
 from compiler.errors import BudgetError
 from passes.base import Fidelity
 
@@ -28,3 +28,18 @@ def test_speed_gate() -> None:
     assert speed_verdict("off", 1.0, 7.0, "t") is None
     with pytest.raises(BudgetError, match="7.00x the latency"):
         speed_verdict("fail", 1.0, 7.0, "t")
+
+
+def _counted(integer: int, fmla: int) -> dict:
+    artifact = {"total": 1_000_000, "sdot_udot": 0, "smull_smlal": integer, "sadalp": 0, "fmla": fmla, "scalar_fp": 5}
+    return {"cpu": "cortex-a72", "artifact": artifact, "integer_mac": integer}
+
+
+def test_int8_in_name_only() -> None:
+    check_integer_work("arm64-int8", "int8", _counted(integer=400_000, fmla=0))
+    check_integer_work("arm64-fp32", "fp32", _counted(integer=0, fmla=600_000))  # FP32 targets promise no integers
+    check_integer_work("desktop-int8", "int8", None)  # not counted (runs on this host): nothing to judge
+    with pytest.raises(
+        BudgetError, match=r"arm64-int8: INT8 in name only: .*cortex-a72.*1,000,000 instructions.*600,000 FMLA"
+    ):
+        check_integer_work("arm64-int8", "int8", _counted(integer=0, fmla=600_000))
