@@ -194,9 +194,11 @@ def run_batches_under_qemu(
     cpu: str,
     timeout_s: int = 3600,
     toolchains_dir: Path | None = None,
+    count_instructions: Path | None = None,
 ) -> list[list[np.ndarray]]:
     """Outputs of `model_so`'s `main` for every batch, in one qemu-aarch64 -cpu `cpu` process (the
-    model is loaded once: verification runs hundreds of batches and a process start costs ~0.3 s)."""
+    model is loaded once: verification runs hundreds of batches and a process start costs ~0.3 s).
+    With `count_instructions`, the whole process's instructions are counted into that file."""
     toolchains_dir = toolchains_dir or default_toolchains()
     if not is_aarch64_elf(model_so):
         raise UserError(f"{model_so} is not an AArch64 ELF library; compile it for an aarch64-linux-gnu target")
@@ -208,7 +210,7 @@ def run_batches_under_qemu(
             for index, array in enumerate(inputs.values()):
                 np.save(in_dir / str(call) / f"{index}.npy", np.ascontiguousarray(array, array.dtype.newbyteorder("<")))
         out_dir.mkdir()
-        run_runner(cpu, runner, model_so, in_dir, out_dir, timeout_s)
+        run_runner(cpu, runner, model_so, in_dir, out_dir, timeout_s, None, count_instructions)
         results = []
         for call in range(len(batches)):
             directory = out_dir / str(call)

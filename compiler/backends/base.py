@@ -132,11 +132,6 @@ class Backend(ABC):
         )
 
     @classmethod
-    def for_target(cls, target: TargetSpec) -> type[Backend]:
-        """The class that builds for `target` (a runtime may have one backend per platform it runs on)."""
-        return cls
-
-    @classmethod
     def fingerprint(cls) -> str:
         """Digest of the code that compiles and runs this backend's artifacts."""
         return code_digest([cls.__module__])

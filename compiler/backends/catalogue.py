@@ -24,6 +24,11 @@ CATALOGUE: dict[str, str] = {
     "coreml": "compiler.backends.coreml:CoreMlBackend",
 }
 RUNTIMES = tuple(CATALOGUE)
+# (runtime, board ISA) -> the backend that builds for that runtime on a board of another ISA than
+# this host's, verifying under emulation (TVM cross-compiles in its own backend).
+FOREIGN_BOARDS: dict[tuple[str, str], str] = {
+    ("onnxruntime", "aarch64"): "compiler.backends.ort_aarch64:OrtAarch64Backend",
+}
 
 
 def backend_class(runtime: str) -> type[Backend]:
@@ -33,11 +38,23 @@ def backend_class(runtime: str) -> type[Backend]:
     return cls
 
 
+def target_backend_class(target: TargetSpec) -> type[Backend]:
+    """The class that builds for `target`: its runtime's, or that runtime's for a board of another ISA."""
+    from compiler.backends.host import host_arch
+
+    arch = target.platform.get("arch", host_arch())
+    entry = FOREIGN_BOARDS.get((target.runtime, arch)) if arch != host_arch() else None
+    if entry is None:
+        return backend_class(target.runtime)
+    cls: type[Backend] = resolve(entry)
+    return cls
+
+
 def backend_for(target: TargetSpec) -> Backend:
     """The backend of `target`'s runtime, checked against the target file."""
-    backend = backend_class(target.runtime).for_target(target)(target)
+    backend = target_backend_class(target)(target)
     backend.check_target()
     return backend
 
 
-__all__ = ["CATALOGUE", "RUNTIMES", "backend_class", "backend_for"]
+__all__ = ["CATALOGUE", "FOREIGN_BOARDS", "RUNTIMES", "backend_class", "backend_for", "target_backend_class"]

@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 import onnxruntime as ort
 
 from compiler.backends.base import Backend, CompiledGraph, CompileRequest
-from compiler.engine.specs import TargetSpec
 from compiler.progress import step
 
 ARTIFACT_NAME = "model.onnx"
@@ -45,17 +44,6 @@ class OrtBackend(Backend):
     capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})
     graph_artifact: ClassVar[bool] = True
 
-    @classmethod
-    def for_target(cls, target: TargetSpec) -> type[Backend]:
-        """A board of another ISA (platform.arch = "aarch64" on an x86 host) is verified under emulation."""
-        from compiler.backends.host import host_arch
-
-        if target.platform.get("arch", host_arch()) == "aarch64" != host_arch():
-            from compiler.backends.ort_aarch64 import OrtAarch64Backend
-
-            return OrtAarch64Backend
-        return cls
-
     def key_config(self, request: CompileRequest) -> dict[str, Any]:
         return {"runtime": self.runtime, "level": self.target.graph_optimization}
 
@@ -81,7 +69,7 @@ class OrtBackend(Backend):
         return signature_of(compiled.artifact)
 
     def compile_stats(self, meta: dict[str, Any]) -> dict[str, Any]:
-        return {"graph_optimization": self.target.graph_optimization}
+        return {"graph_optimization": self.target.graph_optimization, "runtime_version": meta["runtime_version"]}
 
     def recorded_graph_optimization(self) -> str | None:
         return self.target.graph_optimization

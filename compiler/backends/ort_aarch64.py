@@ -39,7 +39,7 @@ from compiler.toolchains.arm64 import (
     per_call,
 )
 
-WORKER = package_file("compiler/toolchains/arm64_worker.py")
+WORKER = package_file("compiler/backends/ort_aarch64_worker.py")
 OPERATORS = "operators.txt"
 COUNTED_CALLS = 3  # inferences counted after one warm-up (counts are deterministic; more only cost time)
 TIMEOUT_S = 7200
@@ -54,8 +54,47 @@ def operator_list(model: Path) -> list[str]:
     return [f"{op} {count}" for op, count in sorted(counts.items())]
 
 
+def run_worker(request: dict[str, Any], cpu: str, what: str, count_to: Path | None = None) -> dict[str, Any]:
+    """Run ort_aarch64_worker.py on `request` in the userland on `cpu`; its JSON result."""
+    with tempfile.TemporaryDirectory(prefix="edgebuild-arm64-request-") as tmp:
+        request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        request_path.write_text(json.dumps({**request, "result": str(result_path)}))
+        Userland().run_python(cpu, WORKER, [str(request_path)], what, TIMEOUT_S, count_to)
+        loaded: dict[str, Any] = json.loads(result_path.read_text())
+    return loaded
+
+
+def count_onnx_runtime(model: Path, feeds: Feeds, cpu: str, calls: int = COUNTED_CALLS) -> dict[str, int]:
+    """Instructions per inference by class of the board's ONNX Runtime running `model` on `feeds`
+    (one warm-up call, then `calls` counted between two marks)."""
+    with tempfile.TemporaryDirectory(prefix="edgebuild-arm64-count-") as tmp:
+        feeds_path, count_to = Path(tmp) / "feeds.npz", Path(tmp) / "counts.json"
+        np.savez(feeds_path, **feeds)
+        request = {"command": "count", "model": str(model), "feeds": str(feeds_path), "calls": calls}
+        run_worker(request, cpu, f"counting instructions of {model.name}", count_to)
+        return per_call(count_to, calls)
+
+
+def cost_summary(cpu: str, artifact: dict[str, int], reference: Path, feeds: Feeds) -> dict[str, Any]:
+    """The record's `instructions` entry: the artifact's counts beside ONNX Runtime FP32's on `reference`
+    (same emulated CPU, same inputs), the ratio and the integer multiply-accumulate share."""
+    fp32 = count_onnx_runtime(reference, feeds, cpu)
+    integer = sum(artifact[name] for name in INTEGER_MAC)
+    return {
+        "cpu": cpu,
+        "artifact": artifact,
+        "ort_fp32": fp32,
+        "ratio_vs_ort_fp32": artifact["total"] / fp32["total"],
+        "integer_mac": integer,
+        "integer_mac_share": integer / artifact["total"],
+        "calls": COUNTED_CALLS,
+        "emulator": emulation_versions(cpu),
+        "note": "instructions per inference under qemu (one core, no caches or latencies modelled): not a time",
+    }
+
+
 class GuestSession:
-    """Calls to one ONNX Runtime session living in an emulated arm64 process (arm64_worker "serve")."""
+    """Calls to one ONNX Runtime session living in an emulated arm64 process (ort_aarch64_worker "serve")."""
 
     def __init__(self, artifact: Path, cpu: str) -> None:
         self.what, self.cpu = f"{artifact.name} (session)", cpu
@@ -175,45 +214,17 @@ class OrtAarch64Backend(OrtBackend):
                 "out": str(out),
             }
             request["batches"] = len(batches)
-            self._run(request, Path(tmp), f"{artifact.name} ({len(batches)} batches)")
+            run_worker(request, self.cpu, f"{artifact.name} ({len(batches)} batches)")
             results = []
             for index in range(len(batches)):
                 with np.load(out / f"{index}.npz") as archive:
                     results.append([archive[str(i)] for i in range(len(archive.files))])
         return results
 
-    def _run(self, request: dict[str, Any], tmp: Path, what: str, count_to: Path | None = None) -> dict[str, Any]:
-        request_path, result_path = tmp / "request.json", tmp / "result.json"
-        request_path.write_text(json.dumps({**request, "result": str(result_path)}))
-        Userland().run_python(self.cpu, WORKER, [str(request_path)], what, TIMEOUT_S, count_to)
-        loaded: dict[str, Any] = json.loads(result_path.read_text())
-        return loaded
-
     def instruction_cost(self, artifact: Path, reference: Path, feeds: Feeds) -> dict[str, Any] | None:
         """Instructions per inference by class on the board's CPU model, for the artifact and for the
         FP32 `reference` (ONNX Runtime FP32 on the same emulated CPU), with the artifact's ratio."""
-        counts = {}
-        with tempfile.TemporaryDirectory(prefix="edgebuild-arm64-count-") as tmp:
-            feeds_path = Path(tmp) / "feeds.npz"
-            np.savez(feeds_path, **feeds)
-            for key, model in (("artifact", artifact), ("ort_fp32", reference)):
-                count_to = Path(tmp) / f"{key}.json"
-                request = {"command": "count", "model": str(model), "feeds": str(feeds_path), "calls": COUNTED_CALLS}
-                self._run(request, Path(tmp), f"counting instructions of {model.name}", count_to)
-                counts[key] = per_call(count_to, COUNTED_CALLS)
-        artifact_counts, fp32 = counts["artifact"], counts["ort_fp32"]
-        integer = sum(artifact_counts[name] for name in INTEGER_MAC)
-        return {
-            "cpu": self.cpu,
-            "artifact": artifact_counts,
-            "ort_fp32": fp32,
-            "ratio_vs_ort_fp32": artifact_counts["total"] / fp32["total"],
-            "integer_mac": integer,
-            "integer_mac_share": integer / artifact_counts["total"],
-            "calls": COUNTED_CALLS,
-            "emulator": emulation_versions(self.cpu),
-            "note": "instructions per inference under qemu (one core, no caches or latencies modelled): not a time",
-        }
+        return cost_summary(self.cpu, count_onnx_runtime(artifact, feeds, self.cpu), reference, feeds)
 
     def not_timed(self, artifact: Path) -> str:
         return (
@@ -222,4 +233,12 @@ class OrtAarch64Backend(OrtBackend):
         )
 
 
-__all__ = ["COUNTED_CALLS", "OPERATORS", "OrtAarch64Backend", "operator_list"]
+__all__ = [
+    "COUNTED_CALLS",
+    "OPERATORS",
+    "GuestSession",
+    "OrtAarch64Backend",
+    "cost_summary",
+    "count_onnx_runtime",
+    "operator_list",
+]

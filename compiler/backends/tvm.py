@@ -109,6 +109,7 @@ class TvmBackend(Backend):
     capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})
     untimed_summary: ClassVar[str] = "cross-compiled; verified under emulation"
     tunable: ClassVar[bool] = True
+    counts_instructions: ClassVar[bool] = True  # AArch64 libraries, under emulation
 
     @classmethod
     def tuned(
@@ -219,6 +220,37 @@ class TvmBackend(Backend):
             return aarch64.run_batches_under_qemu(artifact, feeds, self.board_cpu)
 
         return run_static(io["input_shapes"], batches, under_qemu)
+
+    def instruction_cost(self, artifact: Path, reference: Path, feeds: Feeds) -> dict[str, Any] | None:
+        """An AArch64 library's instructions per inference on the board's CPU model: the runner called
+        1 + N times minus called once (start-up and loading cancel out), against ONNX Runtime FP32."""
+        if self.execution(artifact).where == "host":
+            return None
+        import tempfile
+
+        from compiler.backends import aarch64
+        from compiler.backends.ort_aarch64 import COUNTED_CALLS, cost_summary
+        from compiler.backends.static_shapes import run_static
+        from compiler.toolchains.arm64 import CLASSES, exit_counts
+
+        io = read_io_record(artifact)
+        names = [entry["name"] for entry in io["inputs"]]
+        totals = {}
+        with tempfile.TemporaryDirectory(prefix="edgebuild-tvm-count-") as tmp:
+            for calls in (1, 1 + COUNTED_CALLS):
+                count_to = Path(tmp) / f"{calls}.json"
+
+                def counted(padded: list[Feeds], count_to: Path = count_to) -> Outputs:
+                    batches = [{n: full[n] for n in names} for full in padded]
+                    return aarch64.run_batches_under_qemu(
+                        artifact, batches, self.board_cpu, count_instructions=count_to
+                    )
+
+                run_static(io["input_shapes"], [feeds] * calls, counted)
+                totals[calls] = exit_counts(count_to)
+        many, once = totals[1 + COUNTED_CALLS], totals[1]
+        per_inference = {name: round((many[name] - once[name]) / COUNTED_CALLS) for name in CLASSES}
+        return cost_summary(self.board_cpu, per_inference, reference, feeds)
 
     def run_program(self, artifact: Path, source: Path, arguments: list[str], timeout_s: int) -> None:
         """Build `source` against the TVM runtime for AArch64 and run it under qemu-aarch64."""

@@ -63,7 +63,7 @@ def build(
     rpc_key: str | None,
 ) -> None:
     """Build MODEL (or an ONNX file) for TARGET: import, passes, verify, compile, verify, package."""
-    from compiler.backends.catalogue import backend_class
+    from compiler.backends.catalogue import backend_class, target_backend_class
     from compiler.engine.build import build as run_build
     from compiler.engine.build import output_dir
     from compiler.engine.cache import Cache
@@ -92,7 +92,7 @@ def build(
     latency = (
         f"latency {ratio:.2f}x ORT FP32 on this host"
         if ratio is not None
-        else f"latency not measured ({backend_class(record['target']['runtime']).untimed_summary})"
+        else f"latency not measured ({target_backend_class(spec).untimed_summary})"
     )
     if counted:
         latency = (

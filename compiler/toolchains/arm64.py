@@ -15,7 +15,7 @@ What:
 - `count_instructions=PATH`: loads a TCG plugin (templates/qemu_insn_count.c, built on first use
   against include/qemu/qemu-plugin.h of the Debian qemu source package matching the installed
   qemu-user) that counts executed instructions by class; a guest marks points with `mark(n)`
-  (arm64_worker.py does) and `per_call()` turns two marks into the cost of one call.
+  (ort_aarch64_worker.py does) and `per_call()` turns two marks into the cost of one call.
 
 Instruction counts are deterministic (qemu translates the same code the same way) but are not a
 time: qemu models no caches, pipelines or latencies. Compare them between artifacts on one CPU model.
@@ -293,6 +293,15 @@ def mark_counts(path: Path) -> dict[int, dict[str, int]]:
     return {mark["label"]: dict(zip(classes, mark["counts"], strict=True)) for mark in data["marks"]}
 
 
+def exit_counts(path: Path) -> dict[str, int]:
+    """The plugin's counters when the program exited: {class: count} over the whole process."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"the instruction counter wrote no readable {path.name} ({error})") from error
+    return dict(zip(data["classes"], data["exit"], strict=True))
+
+
 def per_call(path: Path, calls: int, start: int = 1, end: int = 2) -> dict[str, int]:
     """Instructions of one call, by class: (counts at mark `end` - at mark `start`) / `calls`."""
     marks = mark_counts(path)
@@ -412,6 +421,7 @@ __all__ = [
     "counting_plugin",
     "cpu_model",
     "emulation_versions",
+    "exit_counts",
     "guest_command",
     "guest_failure",
     "mark_counts",

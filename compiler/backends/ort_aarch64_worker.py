@@ -1,7 +1,7 @@
 """Runs inside the emulated arm64 userland (compiler/toolchains/arm64.py): ONNX Runtime on the board's CPU.
 
 Imports only what the userland has (numpy, onnxruntime, the standard library): it never imports
-edgebuild. Usage: `python3.11 arm64_worker.py REQUEST.json`; the request's "command" is
+edgebuild. Usage: `python3.11 ort_aarch64_worker.py REQUEST.json`; the request's "command" is
 
 - "outputs": run `model` on every inputs/<i>.npz (arrays named by input) and write
   out/<i>.npz (arrays "0", "1", ... in output order);
