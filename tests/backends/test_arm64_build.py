@@ -38,7 +38,7 @@ def arm64_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
         main, ["build", "-t", str(target), "-m", "digits-cnn", "--artifacts", str(artifacts)], catch_exceptions=False
     )
     assert result.exit_code == 0, result.output
-    assert "latency not measured (cross-compiled; verified under emulation)" in result.output
+    assert "ORT FP32's instructions per inference under qemu -cpu cortex-a72" in result.output
     return artifacts / "digits-cnn" / "arm64-fp32"
 
 
@@ -53,6 +53,16 @@ def test_artifact_is_aarch64_and_was_executed_under_qemu(arm64_build: Path) -> N
     assert "emulated" in (arm64_build / "report.md").read_text()
     shown = CliRunner().invoke(main, ["inspect", str(arm64_build)])
     assert shown.exit_code == 0 and "latency: not measured" in shown.output, shown.output
+
+
+def test_tvm_library_is_counted_on_the_boards_cpu_model(arm64_build: Path) -> None:
+    counted = json.loads((arm64_build / "report.json").read_text())["metrics"]["latency"]["instructions"]
+    assert counted["cpu"] == "cortex-a72"
+    library, fp32 = counted["artifact"], counted["ort_fp32"]
+    assert library["total"] > 0 and fp32["total"] > 0
+    assert counted["ratio_vs_ort_fp32"] == pytest.approx(library["total"] / fp32["total"], rel=1e-6)
+    # An FP32 library: floating-point multiply-adds, no dot products on a core without them.
+    assert library["fmla"] > 0 and library["sdot_udot"] == 0
 
 
 def test_emulated_library_is_scored_on_an_evenly_spaced_subset(arm64_build: Path) -> None:
