@@ -43,6 +43,7 @@ test: $(STAMP)
 
 bench: $(OLIVE)
 	$(BIN)/edgebuild bench --repeats 100
+	$(BIN)/edgebuild bench-arm
 	$(BIN)/edgebuild bench-ota --kills 200
 
 # The release pipeline: release.toml's matrix, gated, signed with EDGEBUILD_SIGNING_KEY, published to ota/.

@@ -161,7 +161,14 @@ class OrtAarch64Backend(OrtBackend):
         cpu_model(self.target.platform.get("cpu"), str(self.target.path))
 
     def key_config(self, request: CompileRequest) -> dict[str, Any]:
-        return {**super().key_config(request), "arch": "aarch64", "board_wheels": Userland().versions()}
+        # The cpu too: the bytes are the same for every board, but the stage's record says which CPU
+        # model it was verified on (an A76 build must not reuse an A72 build's entry).
+        return {
+            **super().key_config(request),
+            "arch": "aarch64",
+            "cpu": self.cpu,
+            "board_wheels": Userland().versions(),
+        }
 
     def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
         """The portable .onnx (OrtBackend) and its operator list; the board's runtime is the lock's wheel."""

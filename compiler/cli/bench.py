@@ -1,4 +1,5 @@
-"""Benchmark commands: bench (every recipe's family bench) and bench-ota (delivery figures)."""
+"""Benchmark commands: bench (every recipe's family bench), bench-arm (ARM64 instruction counts) and
+bench-ota (delivery figures)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,16 @@ def bench(models_: tuple[str, ...], repeats: int, no_olive: bool, json_path: Pat
     run_bench(list(models_) or config.available("models"), options, json_path)
 
 
+@click.command("bench-arm")
+@click.option("-m", "--model", "models_", multiple=True, help="Recipe(s) to count (default: digits-cnn and minilm).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the table as JSON here.")
+def bench_arm(models_: tuple[str, ...], json_path: Path | None) -> None:
+    """Benchmark the ARM64 targets: instructions per inference under qemu with the board's CPU model."""
+    from compiler.bench.arm import MODELS, run_arm_bench
+
+    run_arm_bench(list(models_) or list(MODELS), json_path)
+
+
 @click.command("bench-ota")
 @click.option("--kills", default=200, show_default=True, help="kill -9 rounds per install method.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), help="Also write the figures as JSON here.")
@@ -45,4 +56,4 @@ def bench_ota(kills: int, json_path: Path | None) -> None:
     run_ota_bench(kills, json_path)
 
 
-COMMANDS = (bench, bench_ota)
+COMMANDS = (bench, bench_arm, bench_ota)

@@ -90,12 +90,15 @@ def test_bundle_names_the_exact_runtime_and_its_operators(a72: Path) -> None:
     assert f"pip install onnxruntime=={onnxruntime.__version__}" in readme and "Instructions per inference" in readme
 
 
-def test_a76_runs_sdot_kernels(tmp_path: Path) -> None:
+def test_a76_runs_sdot_kernels(a72: Path, tmp_path: Path) -> None:
+    # After the A72 build of the same model (same cache, same INT8 bytes): the A76 build is its own
+    # stage entry, verified and recorded on the A76 model.
     code, output = _build("arm64-int8-a76", tmp_path)
     assert code == 0, output
     record = json.loads((tmp_path / "digits-cnn" / "arm64-int8-a76" / "report.json").read_text())
     counted = record["metrics"]["latency"]["instructions"]
     assert counted["cpu"] == "cortex-a76" and counted["artifact"]["sdot_udot"] > 0
+    assert "-cpu cortex-a76 (Raspberry Pi 5)" in record["stages"][-1]["stats"]["execution"]
 
 
 def test_int8_target_that_quantizes_nothing_fails_its_gate(tmp_path: Path) -> None:
