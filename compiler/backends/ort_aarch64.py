@@ -41,7 +41,7 @@ from compiler.toolchains.arm64 import (
 
 WORKER = package_file("compiler/backends/ort_aarch64_worker.py")
 OPERATORS = "operators.txt"
-COUNTED_CALLS = 3  # inferences counted after one warm-up (counts are deterministic; more only cost time)
+COUNTED_CALLS = 3  # inferences counted after one warm-up (counts repeat to ~0.01%; more only cost time)
 TIMEOUT_S = 7200
 
 

@@ -7,8 +7,9 @@ instructions per inference by class, for the artifact and for ONNX Runtime FP32 
 model and inputs, beside the shipped size and the fidelity verified under emulation.
 
 Counts, not times: the build host cannot time a board, and qemu models no caches or pipelines.
-They are deterministic (the same code translates the same way; a rebuild counts the same), so one
-count per configuration is the figure and there is no spread to show. The LiteRT AArch64 row
+They repeat to within about 0.01% between builds (the same code translates the same way; allocator
+paths differ slightly), so one count per configuration is the figure; the spread is stated in
+BUILD.md rather than measured per run. The LiteRT AArch64 row
 (`arm64-litert-int8`) is listed as not built: that target does not exist yet.
 This is a benchmark, not a test: it prints a table and asserts nothing.
 """
