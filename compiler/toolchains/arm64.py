@@ -8,10 +8,11 @@ What:
   such. The guest runs in a private mount namespace with an ARM /proc/cpuinfo for that CPU bound
   over the host's: qemu-user passes the host's x86 text through, and ONNX Runtime's cpuinfo
   parser crashes on it.
-- `Userland`: an arm64 Debian bookworm userland with python3.11 (`mmdebstrap --variant=extract`)
-  plus the aarch64 wheels of compiler/toolchains/arm64-userland.lock (`pip install --target`),
-  created on first use under the workspace's .toolchains/ and reused; `run_python` runs a script
-  in it on the emulated CPU.
+- `Userland`: an arm64 Debian bookworm root filesystem with python3.11 (`mmdebstrap
+  --variant=extract`, shared) plus the aarch64 wheels of one lock (`pip install --target`, one site
+  directory per lock: arm64-userland.lock for ONNX Runtime, arm64-litert.lock for LiteRT,
+  arm64-device.lock for the device client), created on first use under the workspace's
+  .toolchains/ and reused; `run_python` runs a script or module in it on the emulated CPU.
 - `count_instructions=PATH`: loads a TCG plugin (templates/qemu_insn_count.c, built on first use
   against include/qemu/qemu-plugin.h of the Debian qemu source package matching the installed
   qemu-user) that counts executed instructions by class; a guest marks points with `mark(n)`
@@ -46,11 +47,13 @@ from compiler.shipped import package_file, shipped
 from compiler.toolchains import read_pins
 from compiler.toolchains.apt import ensure_programs, first_line, package_version, source_version
 
-LOCK = package_file("compiler/toolchains/arm64-userland.lock")
+LOCK = package_file("compiler/toolchains/arm64-userland.lock")  # the board's ONNX Runtime (verification)
+DEVICE_LOCK = package_file("compiler/toolchains/arm64-device.lock")  # the device client (edgebuild device)
 PLUGIN_SOURCE = shipped("templates/qemu_insn_count.c")
 DEBIAN_SUITE = "bookworm"
 DEBIAN_PACKAGES = ("python3.11", "libpython3.11-stdlib", "libstdc++6", "libgomp1")
-WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+# Every manylinux tag bookworm (glibc 2.36) satisfies: wheels are tagged 2_17, 2_27, 2_28 ...
+WHEEL_PLATFORMS = (*(f"manylinux_2_{minor}_aarch64" for minor in range(36, 16, -1)), "manylinux2014_aarch64")
 GUEST_PYTHON = "usr/bin/python3.11"
 CLASSES = ("total", "sdot_udot", "smull_smlal", "sadalp", "fmla", "scalar_fp")
 INTEGER_MAC = ("sdot_udot", "smull_smlal", "sadalp")  # integer multiply(-accumulate) work of INT8 kernels
@@ -314,55 +317,86 @@ def per_call(path: Path, calls: int, start: int = 1, end: int = 2) -> dict[str, 
 # -- the userland ----------------------------------------------------------------------------------
 
 
+ROOTFS_SPEC = {"suite": DEBIAN_SUITE, "debs": DEBIAN_PACKAGES}
+
+
 @dataclass(frozen=True)
 class Userland:
-    """An arm64 Debian userland with python3.11 and the lock's aarch64 wheels."""
+    """An arm64 Debian userland with python3.11 and one lock's aarch64 wheels.
+
+    The Debian root filesystem is shared by every lock (it depends on the suite and packages only);
+    each lock gets its own site directory of wheels, so the board's ONNX Runtime (verification), its
+    LiteRT and its device client are separate, separately keyed installs on the same root.
+    """
 
     home_dir: Path | None = None  # default: the current workspace's .toolchains/
     lock: Path = LOCK
+    python_path: tuple[Path, ...] = ()  # host directories the guest imports from before the wheels
 
     @property
     def home(self) -> Path:
         return self.home_dir or default_home()
 
+    @property
+    def what(self) -> str:
+        return f"the arm64 userland ({self.lock.name})"
+
     def versions(self) -> dict[str, str]:
         """{package: version} of the guest's wheels: what keys and manifests record."""
-        return dict(line.split("==", 1) for line in read_pins(self.lock, "the arm64 userland"))
+        return dict(line.split("==", 1) for line in read_pins(self.lock, self.what))
 
     def digest(self) -> str:
-        spec = {"suite": DEBIAN_SUITE, "debs": DEBIAN_PACKAGES, "platforms": WHEEL_PLATFORMS}
+        spec = {**ROOTFS_SPEC, "platforms": WHEEL_PLATFORMS}
         return hashlib.sha256(self.lock.read_bytes() + json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
     @property
-    def directory(self) -> Path:
-        return self.home / f"arm64-userland-{self.digest()[:12]}"
+    def rootfs(self) -> Path:
+        digest = hashlib.sha256(json.dumps(ROOTFS_SPEC, sort_keys=True).encode()).hexdigest()
+        return self.home / f"arm64-rootfs-{digest[:12]}"
+
+    @property
+    def site(self) -> Path:
+        return self.home / f"arm64-site-{self.lock.stem.removeprefix('arm64-')}-{self.digest()[:12]}"
 
     def ensure(self) -> Path:
-        """The userland's directory (rootfs/ and site/), created on first use (about a minute)."""
-        final = self.directory
-        if (final / "site").is_dir():
+        """The site directory of the lock's wheels, with the shared root filesystem made first
+        (about a minute each, on first use only)."""
+        self._ensure_rootfs()
+        final = self.site
+        if final.is_dir():
             return final
-        pins = read_pins(self.lock, "the arm64 userland")
-        tools = ensure_programs({"mmdebstrap": "mmdebstrap"}, ("mmdebstrap",), "mmdebstrap (arm64 userland)")
-        self.home.mkdir(parents=True, exist_ok=True)
+        pins = read_pins(self.lock, self.what)
         with FileLock(str(self.home / ".arm64-userland.lock")):
-            if (final / "site").is_dir():
+            if final.is_dir():
                 return final
-            step(f"creating the arm64 userland in {final} (Debian {DEBIAN_SUITE} + {', '.join(pins)}; first use only)")
-            with tempfile.TemporaryDirectory(dir=self.home, prefix=".tmp-arm64-userland-") as tmp:
-                staging = Path(tmp) / "userland"
-                rootfs = staging / "rootfs"
-                staging.mkdir()
-                command = [tools["mmdebstrap"], "--quiet", "--arch=arm64", "--variant=extract"]
-                command += [f"--include={','.join(DEBIAN_PACKAGES)}", DEBIAN_SUITE, str(rootfs)]
-                self._check(command, f"mmdebstrap the arm64 Debian {DEBIAN_SUITE} userland")
+            step(f"installing the aarch64 wheels of {self.lock.name} into {final} (first use only)")
+            with tempfile.TemporaryDirectory(dir=self.home, prefix=".tmp-arm64-site-") as tmp:
+                staging = Path(tmp) / "site"
                 install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--only-binary=:all:"]
                 for platform in WHEEL_PLATFORMS:
                     install += ["--platform", platform]
-                install += ["--python-version", "3.11", "--implementation", "cp", "--target", str(staging / "site")]
-                self._check([*install, *pins], f"install the aarch64 wheels ({', '.join(pins)})")
-                if not (rootfs / GUEST_PYTHON).is_file():
-                    raise UserError(f"mmdebstrap left no {GUEST_PYTHON} in {rootfs}")
+                install += ["--python-version", "3.11", "--implementation", "cp", "--target", str(staging)]
+                self._check([*install, *pins], f"install the aarch64 wheels of {self.lock.name}")
+                staging.rename(final)
+        return final
+
+    def _ensure_rootfs(self) -> Path:
+        final = self.rootfs
+        if (final / GUEST_PYTHON).is_file():
+            return final
+        tools = ensure_programs({"mmdebstrap": "mmdebstrap"}, ("mmdebstrap",), "mmdebstrap (arm64 userland)")
+        self.home.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.home / ".arm64-userland.lock")):
+            if (final / GUEST_PYTHON).is_file():
+                return final
+            step(f"creating the arm64 Debian {DEBIAN_SUITE} root filesystem in {final} (first use only)")
+            with tempfile.TemporaryDirectory(dir=self.home, prefix=".tmp-arm64-rootfs-") as tmp:
+                staging = Path(tmp) / "rootfs"
+                command = [tools["mmdebstrap"], "--quiet", "--arch=arm64", "--variant=extract"]
+                command += [f"--include={','.join(DEBIAN_PACKAGES)}", DEBIAN_SUITE, str(staging)]
+                self._check(command, f"mmdebstrap the arm64 Debian {DEBIAN_SUITE} userland")
+                if not (staging / GUEST_PYTHON).is_file():
+                    raise UserError(f"mmdebstrap left no {GUEST_PYTHON} in {staging}")
                 staging.rename(final)
         return final
 
@@ -379,26 +413,29 @@ class Userland:
     def run_python(
         self,
         cpu: str,
-        script: Path,
+        script: Path | str,
         arguments: list[str],
         what: str,
         timeout_s: int,
         count_instructions: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run `script` with the userland's python3.11 on the emulated `cpu` (host paths are visible)."""
-        directory = self.ensure()
-        argv = [str(directory / "rootfs" / GUEST_PYTHON), str(script), *arguments]
-        return run_guest(cpu, directory / "rootfs", argv, what, timeout_s, self._env(), count_instructions, self.home)
+        """Run `script` (a file, or a module name as for `python -m`) with the userland's python3.11
+        on the emulated `cpu` (host paths are visible)."""
+        argv = self._argv(script, arguments)
+        return run_guest(cpu, self.rootfs, argv, what, timeout_s, self._env(), count_instructions, self.home)
 
-    def python_command(self, cpu: str, script: Path, arguments: list[str]) -> list[str]:
+    def python_command(self, cpu: str, script: Path | str, arguments: list[str]) -> list[str]:
         """The host command running `script` in the userland on `cpu` (for a long-lived guest process)."""
-        directory = self.ensure()
-        argv = [str(directory / "rootfs" / GUEST_PYTHON), str(script), *arguments]
-        return guest_command(cpu, directory / "rootfs", argv, self._env(), None, self.home)
+        return guest_command(cpu, self.rootfs, self._argv(script, arguments), self._env(), None, self.home)
+
+    def _argv(self, script: Path | str, arguments: list[str]) -> list[str]:
+        self.ensure()
+        program = [str(script)] if isinstance(script, Path) else ["-m", script]
+        return [str(self.rootfs / GUEST_PYTHON), *program, *arguments]
 
     def _env(self) -> dict[str, str]:
         return {
-            "PYTHONPATH": str(self.directory / "site"),
+            "PYTHONPATH": os.pathsep.join(str(path) for path in (*self.python_path, self.site)),
             "PYTHONDONTWRITEBYTECODE": "1",
             "PYTHONHASHSEED": "0",
             "PYTHONUNBUFFERED": "1",
@@ -417,6 +454,7 @@ __all__ = [
     "CPU_MODELS",
     "INTEGER_MAC",
     "MARK_MAGIC",
+    "DEVICE_LOCK",
     "CpuModel",
     "Userland",
     "counting_plugin",

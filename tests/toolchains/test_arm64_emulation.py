@@ -16,6 +16,7 @@ import pytest
 
 from compiler.backends import aarch64
 from compiler.errors import ConfigError, UserError
+from compiler.shipped import PACKAGES as ROOT
 from compiler.toolchains import arm64
 
 pytestmark = pytest.mark.slow  # installs qemu-user, fetches Debian's qemu source on first use
@@ -108,3 +109,19 @@ def test_unknown_cpu_model_is_a_config_error() -> None:
     known = "valid: cortex-a53, cortex-a72, cortex-a76"
     with pytest.raises(ConfigError, match=f"platform.cpu 'cortex-a73' is not a CPU model .*{known}"):
         arm64.cpu_model("cortex-a73", "targets/board.toml")
+
+
+@pytest.mark.parametrize("lock", [arm64.LOCK, arm64.DEVICE_LOCK], ids=lambda lock: lock.name)
+def test_board_packages_are_the_hosts_own_versions(lock: Path) -> None:
+    # The board must run the runtime and client this host tests: every pin is requirements.lock's.
+    from compiler.toolchains import read_pins
+
+    host = {line.lower() for line in read_pins(ROOT / "requirements.lock", "requirements.lock")}
+    assert [pin for pin in read_pins(lock, lock.name) if pin.lower() not in host] == []
+
+
+def test_locks_share_one_root_filesystem_and_keep_separate_wheels(tmp_path: Path) -> None:
+    runtime, device = arm64.Userland(tmp_path), arm64.Userland(tmp_path, arm64.DEVICE_LOCK)
+    assert runtime.rootfs == device.rootfs
+    assert runtime.site != device.site and runtime.site.parent == device.site.parent == tmp_path
+    assert device.versions()["tuf"] and device.versions()["onnxruntime"] == runtime.versions()["onnxruntime"]
