@@ -1,15 +1,22 @@
-"""ONNX Runtime sessions on the build host, with a fixed thread count (latency is per thread count)."""
+"""ONNX Runtime sessions with a fixed thread count (latency is per thread count).
+
+Used on the build host and by the device client's health check, so it imports only onnxruntime and
+numpy (a board's client has no `onnx` package): a ModelProto is accepted by its SerializeToString.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from compiler.errors import ModelError
+
+if TYPE_CHECKING:
+    import onnx
 
 Feeds = dict[str, np.ndarray]
 
@@ -29,12 +36,12 @@ def session(
     if saved_optimizations:
         options.add_session_config_entry("session.enable_saved_runtime_optimizations", "1")
     source: str | bytes
-    if isinstance(model, onnx.ModelProto):
-        source = model.SerializeToString()
-    elif isinstance(model, Path):
+    if isinstance(model, Path):
         source = str(model)
-    else:
+    elif isinstance(model, bytes):
         source = model
+    else:  # an onnx.ModelProto
+        source = model.SerializeToString()
     try:
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises bare RuntimeError subclasses for unloadable graphs
