@@ -45,8 +45,7 @@ def session(
     try:
         return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     except Exception as error:  # ORT raises bare RuntimeError subclasses for unloadable graphs
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"ONNX Runtime cannot load the model: {first}") from error
+        raise ModelError(f"ONNX Runtime cannot load the model: {first_line(error)}") from error
 
 
 def predictor(
@@ -59,9 +58,37 @@ def predictor(
 
 
 def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[np.ndarray]]:
-    """Outputs for every batch, feeding only the inputs the session declares."""
+    """Outputs for every batch, feeding only the inputs the session declares. A batch the model
+    cannot run (an index out of its table's range, a shape it does not take) is a ModelError that
+    names the inputs' shapes and value ranges."""
     names = [i.name for i in sess.get_inputs()]
-    return [sess.run(None, {n: feeds[n] for n in names}) for feeds in batches]
+    outputs = []
+    for index, feeds in enumerate(batches):
+        inputs = {n: feeds[n] for n in names}
+        try:
+            outputs.append(sess.run(None, inputs))
+        except Exception as error:  # ORT raises bare RuntimeError subclasses (Fail, InvalidArgument, ...)
+            raise ModelError(
+                f"ONNX Runtime cannot run the model on batch {index} ({describe_feeds(inputs)}): "
+                f"{first_line(error)}; give data the model accepts (a recipe [data] table or --data FILE.npz)"
+            ) from error
+    return outputs
 
 
-__all__ = ["Feeds", "predictor", "run_batches", "session"]
+def first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
+def describe_feeds(feeds: Feeds) -> str:
+    """'ids int64[1, 8] in [0, 99], x float32[1, 3]' for messages."""
+    parts = []
+    for name, array in feeds.items():
+        shape = f"{array.dtype}{list(array.shape)}"
+        if array.size and (np.issubdtype(array.dtype, np.integer) or array.dtype == np.bool_):
+            shape += f" in [{array.min()}, {array.max()}]"
+        parts.append(f"'{name}' {shape}")
+    return ", ".join(parts)
+
+
+__all__ = ["Feeds", "describe_feeds", "first_line", "predictor", "run_batches", "session"]

@@ -57,6 +57,15 @@ class PassResult:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def nothing_to_do(model: onnx.ModelProto, reason: str) -> PassResult:
+    """The result of a pass that finds nothing to change: a copy of `model`, and why (stats
+    "nothing_to_do", which the build prints and reports; a target whose promise then goes unmet is
+    warned about by the precision check, not refused here)."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return PassResult(copy, {"nothing_to_do": reason})
+
+
 @dataclass
 class PassContext:
     """What a pass may know about the build besides the model itself.
@@ -75,6 +84,8 @@ class PassContext:
     evaluate: Callable[[onnx.ModelProto], Fidelity]
     fingerprint: str
     transformer_shape: Mapping[str, int] = field(default_factory=dict)  # num_heads, hidden_size
+    # Axis names that must stay symbolic (ModelRecipe.declared_axes); None: every symbolic name does.
+    dynamic_axes: frozenset[str] | None = None
 
 
 @dataclass

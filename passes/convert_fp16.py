@@ -9,7 +9,7 @@ from typing import ClassVar
 import onnx
 
 from compiler.errors import PassError
-from passes.base import GraphPass, PassContext, PassResult
+from passes.base import GraphPass, PassContext, PassResult, nothing_to_do
 
 _FLOAT = onnx.TensorProto.FLOAT
 _FLOAT16 = onnx.TensorProto.FLOAT16
@@ -49,8 +49,8 @@ class ConvertFp16(GraphPass):
         if not _has_float32_weights(model):
             types = Counter(onnx.TensorProto.DataType.Name(init.data_type)
                             for init in model.graph.initializer)
-            raise PassError(f"no float32 initializer or Constant to convert (initializer types: "
-                            f"{dict(types) or 'none'}); is the model already float16 or quantized?")
+            return nothing_to_do(model, f"no float32 initializer or Constant to convert (initializer types: "
+                                        f"{dict(types) or 'none'})")
         node_names = {node.name for node in model.graph.node}
         unknown = [name for name in self.config.node_block_list if name not in node_names]
         if unknown:

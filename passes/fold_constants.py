@@ -83,7 +83,9 @@ class FoldConstants(GraphPass):
             stats["kept_input"] = (f"folding grew the model by {growth / _MB:.1f} MB, over "
                                    f"max_constant_mb={config.max_constant_mb}")
             folded = _copy(model)
-        _check_signature(model, folded)
+        resolved = _check_signature(model, folded, ctx.dynamic_axes)
+        if resolved:
+            stats["resolved_output_dims"] = resolved  # exporter-invented names folding made concrete
         stats["check"] = _check_numerics(model, folded, _check_feeds(model, ctx, config.check_batches),
                                          config.min_cosine)
         stats.update(nodes_before=len(model.graph.node), nodes_after=len(folded.graph.node),
@@ -127,16 +129,33 @@ def _signature(model: onnx.ModelProto) -> Signature:
                    for d in v.type.tensor_type.shape.dim)) for v in values]
 
 
-def _check_signature(before: onnx.ModelProto, after: onnx.ModelProto) -> None:
-    """Folding must not rename, retype or fix the dims of graph inputs and outputs."""
+def _check_signature(before: onnx.ModelProto, after: onnx.ModelProto,
+                     declared: frozenset[str] | None) -> dict[str, int | str | None]:
+    """Folding must not rename, retype or fix the dims of graph inputs and outputs, except that an
+    output dim with a symbolic name nobody declared (`declared`: the recipe's dynamic axes; None:
+    every name is declared) may be resolved: the exporter invented it for a dim that is static.
+    Returns those resolutions, "output[axis]: old name" -> new value."""
     old, new = _signature(before), _signature(after)
     if [name for name, _, _ in old] != [name for name, _, _ in new]:
         raise PassError(f"folding changed the graph's inputs/outputs from {[n for n, _, _ in old]} "
                         f"to {[n for n, _, _ in new]}")
+    outputs = {output.name for output in before.graph.output}
+    resolved: dict[str, int | str | None] = {}
     for (name, old_type, old_dims), (_, new_type, new_dims) in zip(old, new, strict=True):
-        if old_type != new_type or (old_dims and old_dims != new_dims):
-            raise PassError(f"folding changed '{name}' from type {old_type} dims {list(old_dims)} to "
-                            f"type {new_type} dims {list(new_dims)} (dynamic axes must stay symbolic)")
+        if old_type == new_type and (not old_dims or old_dims == new_dims):
+            continue
+        invented = [(axis, dim) for axis, dim in enumerate(old_dims) if declared is not None
+                    and (dim is None or (isinstance(dim, str) and dim not in declared))]
+        if (name in outputs and old_type == new_type and len(old_dims) == len(new_dims)
+                and all(o == n or (axis, o) in invented for axis, (o, n) in enumerate(zip(old_dims, new_dims,
+                                                                                        strict=True)))):
+            resolved.update({f"{name}[{axis}]: {dim}": new_dims[axis] for axis, dim in invented
+                             if new_dims[axis] != dim})
+            continue
+        raise PassError(f"folding changed '{name}' from type {old_type} dims {list(old_dims)} to "
+                        f"type {new_type} dims {list(new_dims)} (dynamic axes must stay symbolic: "
+                        f"declared {sorted(declared) if declared is not None else 'all'})")
+    return resolved
 
 
 def _check_feeds(model: onnx.ModelProto, ctx: PassContext, limit: int) -> tuple[str, list[Feeds]]:

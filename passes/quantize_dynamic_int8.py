@@ -13,8 +13,9 @@ import onnx
 from onnx import helper, numpy_helper
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from compiler import onnx_io
 from compiler.errors import PassError
-from passes.base import GraphPass, PassContext, PassResult
+from passes.base import GraphPass, PassContext, PassResult, nothing_to_do
 from passes.mixed_precision import (
     MixedPrecisionOptions,
     check_exclusions,
@@ -80,7 +81,7 @@ class QuantizeDynamicInt8(GraphPass):
 
         with quiet_preprocess_hint(), tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="quantize-dynamic-") as tmp:
             source = Path(tmp) / "input.onnx"
-            onnx.save(model, source)  # ORT reads files; saving also keeps `model` itself untouched
+            onnx_io.save(model, source)  # ORT reads files; saving also keeps `model` itself untouched
 
             def quantize(excluded: tuple[str, ...]) -> onnx.ModelProto:
                 exclude = [*config.nodes_to_exclude, *excluded]
@@ -94,12 +95,13 @@ class QuantizeDynamicInt8(GraphPass):
                         reduce_range=config.reduce_range,
                         weight_type=_WEIGHT_TYPES[config.weight_type],
                         nodes_to_exclude=exclude,
+                        use_external_data_format=onnx_io.tensor_bytes(model) > onnx_io.EXTERNAL_ABOVE,
                         # fused contrib ops have outputs shape inference cannot type
                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
                     )
-                    result = onnx.load(target)
+                    result = onnx_io.load(target)
                 else:
-                    result = onnx.load(source)
+                    result = onnx_io.load(source)
                 if per_row:
                     quantize_embeddings_per_row(result, set(exclude))
                 return result
@@ -108,9 +110,10 @@ class QuantizeDynamicInt8(GraphPass):
             candidates = quantized_nodes(model, quantized, config.op_types)
             if not candidates:
                 present = sorted({node.op_type for node in model.graph.node})
-                raise PassError(
-                    f"nothing to quantize: no {'/'.join(config.op_types)} node with constant "
-                    f"weights outside nodes_to_exclude; the model has {', '.join(present)}"
+                return nothing_to_do(
+                    model,
+                    f"no {'/'.join(config.op_types)} node with constant weights outside nodes_to_exclude; "
+                    f"the model has {', '.join(present)}",
                 )
             quantized, candidates, search = search_if_enabled(config, model, quantize, quantized, candidates, ctx)
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from compiler.errors import ConfigError, PassError, did_you_mean
-from passes.base import GraphPass, PassContext, PassResult
+from passes.base import GraphPass, PassContext, PassResult, nothing_to_do
 from passes.mixed_precision import MixedPrecisionOptions, search_if_enabled
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
@@ -63,8 +63,8 @@ class QuantizeInt4Weights(GraphPass):
         if not candidates:
             ops = Counter(node.op_type for node in model.graph.node if node.op_type in
                           ("MatMul", "Gemm", "Conv", "Attention", "MatMulNBits"))
-            raise PassError(f"no MatMul with a constant float weight to quantize (weight-carrying ops "
-                            f"found: {dict(ops) or 'none'}; Gemm/Conv/Attention are not handled)")
+            return nothing_to_do(model, f"no MatMul with a constant float weight (weight-carrying ops found: "
+                                        f"{dict(ops) or 'none'}; Gemm/Conv/Attention are not handled)")
         unknown = [name for name in config.nodes_to_exclude if name not in candidates]
         if unknown:
             raise PassError(f"nodes_to_exclude names '{unknown[0]}', which is not a MatMul with a constant "

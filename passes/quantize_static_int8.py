@@ -21,9 +21,10 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from compiler import onnx_io
 from compiler.errors import DataError, PassError
 from compiler.progress import progress_bar
-from passes.base import Feeds, GraphPass, PassContext, PassResult
+from passes.base import Feeds, GraphPass, PassContext, PassResult, nothing_to_do
 from passes.mixed_precision import (
     MixedPrecisionOptions,
     check_exclusions,
@@ -88,11 +89,12 @@ class QuantizeStaticInt8(GraphPass):
         with quiet_preprocess_hint(), tempfile.TemporaryDirectory(
                 dir=ctx.workdir, prefix="quantize-static-") as tmp:
             source = Path(tmp) / "input.onnx"
-            onnx.save(model, source)  # ORT reads files; saving also keeps `model` itself untouched
+            onnx_io.save(model, source)  # ORT reads files; saving also keeps `model` itself untouched
+            large = onnx_io.tensor_bytes(model) > onnx_io.EXTERNAL_ABOVE  # ORT then writes external data
             base = model
             if config.preprocess:
                 source, stats["preprocess"] = _preprocess(source, Path(tmp) / "preprocessed.onnx")
-                base = onnx.load(source)
+                base = onnx_io.load(source)
                 names = {node.name for node in base.graph.node}
                 for name in config.nodes_to_exclude:
                     if name not in names:  # ORT would silently quantize what replaced it
@@ -112,9 +114,9 @@ class QuantizeStaticInt8(GraphPass):
                                     weight_type=_TYPES[config.weight_type],
                                     nodes_to_exclude=[*config.nodes_to_exclude, *excluded],
                                     calibrate_method=_METHODS[config.calibrate_method],
-                                    calibration_cache_path=ranges,
+                                    calibration_cache_path=ranges, use_external_data_format=large,
                                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-                return onnx.load(target)
+                return onnx_io.load(target)
 
             # Only this first call calibrates, so only it shows a bar (rich allows one at a time,
             # and the mixed-precision search shows its own).
@@ -128,8 +130,8 @@ class QuantizeStaticInt8(GraphPass):
             if not candidates:
                 present = sorted({node.op_type for node in base.graph.node})
                 wanted = "/".join(config.op_types_to_quantize) or "quantizable"
-                raise PassError(f"nothing to quantize: no {wanted} node outside nodes_to_exclude; "
-                                f"the model has {', '.join(present)}")
+                return nothing_to_do(model, f"no {wanted} node outside nodes_to_exclude; the model has "
+                                            f"{', '.join(present)}")
             quantized, candidates, search = search_if_enabled(config, base, quantize, quantized, candidates, ctx)
             stats.update(search)
 

@@ -35,6 +35,22 @@ def artifacts_dir(artifacts: Path | None) -> Path:
     "-m", "--model", default="minilm", show_default=True, help="Recipe name (see `edgebuild models`) or a .toml path."
 )
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="Build this ONNX file instead of a recipe.")
+@click.option(
+    "--name", help="With --onnx: the model's name (its artifacts/<name>/ directory) [default: the file's stem]."
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(path_type=Path),
+    help="With --onnx: an .npz of input arrays named by input, one sample per row (else random data).",
+)
+@click.option(
+    "--dynamic-axis",
+    "dynamic_axes",
+    multiple=True,
+    metavar="NAME",
+    help="With --onnx: an output axis name that must stay dynamic (input axes always do); repeatable.",
+)
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the stage cache.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build record as JSON on stdout.")
 @artifacts_option
@@ -53,6 +69,9 @@ def build(
     target: str,
     model: str,
     onnx_path: Path | None,
+    name: str | None,
+    data_path: Path | None,
+    dynamic_axes: tuple[str, ...],
     no_cache: bool,
     as_json: bool,
     artifacts: Path | None,
@@ -70,8 +89,8 @@ def build(
 
     spec = config.load_target(target, check_passes=False)  # passes checked by build()
     spec = backend_class(spec.runtime).tuned(spec, tune_trials, rpc_tracker, rpc_key)
-    recipe = _recipe(model, onnx_path)
-    command = canonical_command(spec.name, recipe.name, onnx_path, tune_trials)
+    recipe = _recipe(model, onnx_path, name, data_path, dynamic_axes)
+    command = canonical_command(spec.name, recipe.name, onnx_path, tune_trials, name, data_path, dynamic_axes)
     root = artifacts_dir(artifacts)
     outcome = run_build(
         recipe,
@@ -111,18 +130,44 @@ def build(
         click.echo(json.dumps(record, indent=2, sort_keys=True))
 
 
-def _recipe(model: str, onnx_path: Path | None) -> config.ModelRecipe:
+def _recipe(
+    model: str,
+    onnx_path: Path | None,
+    name: str | None = None,
+    data_path: Path | None = None,
+    dynamic_axes: tuple[str, ...] = (),
+) -> config.ModelRecipe:
     if onnx_path is None:
+        given = [
+            option
+            for option, value in (("--name", name), ("--data", data_path), ("--dynamic-axis", dynamic_axes))
+            if value
+        ]
+        if given:
+            raise UserError(f"{', '.join(given)} go with --onnx; a recipe names its model, data and axes itself")
         return config.load_recipe(model)
     from compiler.families.catalogue import recipe_for_onnx_file
 
-    return recipe_for_onnx_file(onnx_path)
+    return recipe_for_onnx_file(onnx_path, name, data_path, dynamic_axes)
 
 
-def canonical_command(target: str, model: str, onnx_path: Path | None, trials: int | None = None) -> str:
+def canonical_command(
+    target: str,
+    model: str,
+    onnx_path: Path | None,
+    trials: int | None = None,
+    name: str | None = None,
+    data_path: Path | None = None,
+    dynamic_axes: tuple[str, ...] = (),
+) -> str:
     """The build command recorded in provenance: only what decides the output (no paths of this
     host such as --artifacts or --key), so the same build on another machine records the same."""
     source = f"--onnx {shlex.quote(onnx_path.name)}" if onnx_path else f"--model {shlex.quote(model)}"
+    if name:
+        source += f" --name {shlex.quote(name)}"
+    if data_path:
+        source += f" --data {shlex.quote(data_path.name)}"
+    source += "".join(f" --dynamic-axis {shlex.quote(axis)}" for axis in dynamic_axes)
     tuning = f" --tune-trials {trials}" if trials is not None else ""
     return f"edgebuild build --target {shlex.quote(target)} {source}{tuning}"
 
@@ -141,11 +186,14 @@ def package_build(build_dir: Path, key: Path | None) -> None:
 @click.option("-t", "--target", required=True, help="Target name (see `edgebuild targets`) or a .toml path.")
 @click.option("-m", "--model", default="minilm", show_default=True, help="Recipe name or a .toml path.")
 @click.option("--onnx", "onnx_path", type=click.Path(path_type=Path), help="The ONNX file the build was made from.")
+@click.option("--name", help="With --onnx: the name it was built under (build --name).")
 @click.option("--key", type=click.Path(path_type=Path), help=KEY_HELP)
 @artifacts_option
-def package(target: str, model: str, onnx_path: Path | None, key: Path | None, artifacts: Path | None) -> None:
+def package(
+    target: str, model: str, onnx_path: Path | None, name: str | None, key: Path | None, artifacts: Path | None
+) -> None:
     """Package an existing build (its report.json) into the signed <model>-<version>-<target>.tar."""
-    name = onnx_path.stem if onnx_path is not None else config.load_recipe(model).name
+    name = (name or onnx_path.stem) if onnx_path is not None else config.load_recipe(model).name
     spec_name = config.load_target(target, check_passes=False).name
     package_build(artifacts_dir(artifacts) / name / spec_name, key)
 

@@ -25,6 +25,7 @@ from compiler.digests import canonical_json, sha256_bytes, sha256_file, sha256_t
 from compiler.engine.cache import Cache
 from compiler.engine.record import BuildResult
 from compiler.engine.specs import ModelRecipe, TargetSpec
+from compiler.errors import ConfigError
 from compiler.progress import step
 from compiler.shipped import PACKAGES, builtin_root, shipped
 
@@ -120,6 +121,8 @@ def build(
     from compiler.engine.driver import run_build
 
     check_target_passes(target)
+    check_source_fits(recipe, target)
+    check_owner(out_dir, recipe)
 
     started = time.perf_counter()
     try:
@@ -130,6 +133,30 @@ def build(
         cache.close()
     step(f"built in {time.perf_counter() - started:.1f} s")
     return BuildOutcome(record, out_dir, False, record["verdict"]["warnings"])
+
+
+def check_source_fits(recipe: ModelRecipe, target: TargetSpec) -> None:
+    """Refuse, before any work, a source the target's backend cannot convert (Core ML needs PyTorch)."""
+    from compiler.backends.catalogue import target_backend_class
+
+    if recipe.source_kind == "onnx" and target_backend_class(target).converts_from == "pytorch":
+        raise ConfigError(
+            f"{target.name} converts from PyTorch ({target.runtime} has no ONNX frontend) and {recipe.name} is an "
+            "ONNX file; give a recipe with a torch or huggingface source, or pick another target"
+        )
+
+
+def check_owner(out_dir: Path, recipe: ModelRecipe) -> None:
+    """Refuse to overwrite a build directory that holds another model's build (same name, other source)."""
+    try:
+        existing = json.loads((out_dir / RECORD).read_text())["model"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing there, or not a build we can read: the build replaces it
+    if (existing.get("kind"), existing.get("spec")) != (recipe.source_kind, recipe.source):
+        raise ConfigError(
+            f"{out_dir} holds a build of another model named '{recipe.name}' ({existing.get('kind')}: "
+            f"{existing.get('spec')}); give this one another name (--name) or remove that directory"
+        )
 
 
 def recipe_label(recipe: ModelRecipe) -> str:
@@ -187,6 +214,7 @@ def _record(recipe: ModelRecipe, target: TargetSpec, key: str, result: BuildResu
             "exporter": result.import_meta.get("exporter"),
             "opset": result.import_meta.get("opset"),
             "export_check": result.import_meta.get("export_check"),
+            "import_changes": result.import_meta.get("normalized", []),
             "build_command": command,
         },
         **result.record_extra,

@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import onnx
-
-from compiler.digests import sha256_file
+from compiler import onnx_io
 from compiler.engine import reproducer
 from compiler.engine.cache import Cache, stage_key
 from compiler.engine.fingerprint import code_digest
@@ -46,7 +44,7 @@ def run_graph_passes(
     for graph_pass in graph_passes:
         key = stage_key(
             f"pass:{graph_pass.name}",
-            inputs={"model": sha256_file(current), "context": context.fingerprint},
+            inputs={"model": onnx_io.digest(current), "context": context.fingerprint},
             config=graph_pass.options(),
             code=pass_code(graph_pass),
             tools=graph_pass.tool_versions(),
@@ -56,7 +54,7 @@ def run_graph_passes(
             step(f"{prefix}pass {graph_pass.name}")
             started = time.perf_counter()
             try:
-                result = apply_pass(graph_pass, onnx.load(str(source)), context, done)
+                result = apply_pass(graph_pass, onnx_io.load(source), context, done)
             except PassError as error:
                 where = reproducer.write(
                     cache.root,
@@ -68,12 +66,15 @@ def run_graph_passes(
                     list(done),
                 )
                 raise PassError(f"{prefix}{error} (reproducer: edgebuild replay {where})") from error
-            onnx.save(result.model, str(directory / "model.onnx"))
+            onnx_io.save(result.model, directory / "model.onnx")
             return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
 
         entry = cache.get_or_build(f"pass-{graph_pass.name}", key, run_pass)
         if entry.hit:
             step(f"{prefix}pass {graph_pass.name}: cached")
+        if "nothing_to_do" in entry.meta["stats"]:
+            reason = entry.meta["stats"]["nothing_to_do"]
+            step(f"{prefix}pass {graph_pass.name}: nothing to do ({reason}); model passed on")
         rows.append(
             StageRow(
                 stage=f"{prefix}{graph_pass.name}",

@@ -65,6 +65,15 @@ class ModelRecipe:
     bench: dict[str, Any]  # values for the dynamic axes when measuring latency, or the family's own
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def declared_axes(self) -> tuple[str, ...]:
+        """The axis names that must stay dynamic: those of the inputs, those of the outputs when a
+        recipe file declares them, and `--dynamic-axis` names (extra["dynamic_axes"]). Other
+        symbolic names on a bare file's outputs are the exporter's inventions, which folding may
+        resolve ("LayerNormalizationlast_hidden_state_dim_1" -> 197)."""
+        specs = (*self.inputs, *(self.outputs if self.path is not None else ()))
+        named = [d for spec in specs for d in spec.shape if isinstance(d, str)]
+        return tuple(dict.fromkeys([*named, *self.extra.get("dynamic_axes", ())]))
+
     @property
     def root(self) -> Path | None:
         """The directory a recipe's `module:function` names are imported from (its models/'s parent)."""

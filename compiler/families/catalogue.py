@@ -39,9 +39,11 @@ def family(name: str) -> ModelFamily:
     return instance
 
 
-def recipe_for_onnx_file(path: Path) -> ModelRecipe:
-    """A recipe for a bare ONNX file, from the family that builds them."""
-    recipe: ModelRecipe = resolve(ONNX_FILE_RECIPE)(path)
+def recipe_for_onnx_file(
+    path: Path, name: str | None = None, data: Path | None = None, dynamic_axes: tuple[str, ...] = ()
+) -> ModelRecipe:
+    """A recipe for a bare ONNX file, from the family that builds them (`--name`, `--data`, `--dynamic-axis`)."""
+    recipe: ModelRecipe = resolve(ONNX_FILE_RECIPE)(path, name, data, dynamic_axes)
     return recipe
 
 

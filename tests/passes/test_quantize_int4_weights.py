@@ -67,10 +67,11 @@ def test_asymmetric_with_accuracy_level(bert: tuple, tmp_path: Path) -> None:
     assert_numerically_close(model, quantized, feeds, min_cosine=0.9995, atol=0.05)
 
 
-def test_model_without_matmul_weights_is_refused(tmp_path: Path) -> None:
+def test_model_without_matmul_weights_is_passed_on(tmp_path: Path) -> None:
     model, feeds = tiny_cnn()  # Conv and Gemm only
-    with pytest.raises(PassError, match=r"quantize-int4-weights.*no MatMul with a constant.*'Gemm': 1"):
-        quantize(model, feeds, tmp_path)
+    quantized, stats = quantize(model, feeds, tmp_path)
+    assert "no MatMul with a constant" in stats["nothing_to_do"] and "'Gemm': 1" in stats["nothing_to_do"]
+    assert quantized.SerializeToString() == model.SerializeToString()
 
 
 def test_unknown_excluded_node_is_refused(bert: tuple, tmp_path: Path) -> None:

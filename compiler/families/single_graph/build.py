@@ -112,7 +112,12 @@ class SingleGraphBuild(FamilyBuild):
         fingerprint = stage_key(
             "context",
             inputs={"data": self.data_digest, "reference": self.reference_digest},
-            config={"metric": self.recipe.metric, "architecture": self.architecture, "shape": self.transformer_shape},
+            config={
+                "metric": self.recipe.metric,
+                "architecture": self.architecture,
+                "shape": self.transformer_shape,
+                "dynamic_axes": self.recipe.declared_axes(),
+            },
             code=code_digest([EVALUATOR]),  # a sensitivity search scores candidates with it
             tools=tool_versions("onnxruntime", "numpy"),
         )
@@ -123,6 +128,7 @@ class SingleGraphBuild(FamilyBuild):
             evaluate=self.evaluate,
             fingerprint=fingerprint,
             transformer_shape=self.transformer_shape,
+            dynamic_axes=frozenset(self.recipe.declared_axes()),
         )
 
     def _scored(self, path: Path, backend: Backend | None) -> tuple[Fidelity, bool]:

@@ -5,7 +5,12 @@ Three kinds of source, chosen by the recipe's `[data]` table:
   tokenized with the model's own tokenizer; even lines calibrate, odd lines verify (disjoint);
 - `train = "module:function"` / `eval = "module:function"`: arrays (x, y) from code shipped with
   the recipe (digits); calibration and fine-tuning use train, verification the held-out eval split;
-- nothing (a bare .onnx): random batches generated from the model's input signature, seeded.
+- `arrays = "samples.npz"` (or `edgebuild build --onnx model.onnx --data samples.npz`): arrays named
+  by input, one sample per row along axis 0, in batches of `batch` rows (default 1); even batches
+  calibrate, odd ones verify;
+- nothing (a bare .onnx): random batches generated from the model's input signature, seeded; an
+  integer input that indexes a table (an Embedding's Gather) draws below the table's size
+  (index_ranges.py).
 """
 
 from __future__ import annotations
@@ -70,7 +75,58 @@ def load_dataset(
         return _text_dataset(recipe, tokenizer_dir)
     if "train" in recipe.data or "eval" in recipe.data:
         return _array_dataset(recipe)
-    return generated_dataset(signature or recipe.inputs, recipe.bench)
+    if "arrays" in recipe.data:
+        return npz_dataset(recipe)
+    bounds = {}
+    if recipe.source_kind == "onnx":
+        from compiler.families.single_graph.index_ranges import file_index_bounds
+
+        bounds = file_index_bounds(Path(recipe.source))
+    return generated_dataset(signature or recipe.inputs, recipe.bench, bounds=bounds)
+
+
+def arrays_path(recipe: ModelRecipe) -> Path:
+    """The recipe's [data] arrays file (relative to the recipe file; as given for a bare ONNX file)."""
+    path = Path(recipe.data["arrays"])
+    return path if path.is_absolute() or recipe.path is None else (recipe.path.parent / path).resolve()
+
+
+def npz_dataset(recipe: ModelRecipe) -> Dataset:
+    """Batches from an .npz of arrays named by input, one sample per row (see the module docstring)."""
+    path = arrays_path(recipe)
+    where = f"{recipe.path}: field 'data.arrays'" if recipe.path else f"--data {path}"
+    try:
+        with np.load(path) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(
+            f"{where}: cannot read {path} as an .npz of arrays ({error}); write it with numpy.savez"
+        ) from error
+    names = [spec.name for spec in recipe.inputs]
+    missing = [name for name in names if name not in arrays]
+    if missing:
+        raise DataError(f"{where}: {path.name} has no array for input(s) {missing} (it has {sorted(arrays)})")
+    rows = {len(arrays[name]) for name in names}
+    if len(rows) != 1:
+        raise DataError(f"{where}: the arrays have different numbers of rows {sorted(rows)}; one sample per row")
+    for spec in recipe.inputs:
+        array = arrays[spec.name]
+        if array.ndim != len(spec.shape) or any(
+            isinstance(d, int) and d != a for d, a in zip(spec.shape[1:], array.shape[1:], strict=False)
+        ):
+            raise DataError(
+                f"{where}: array '{spec.name}' has shape {list(array.shape)}; the input takes {list(spec.shape)} "
+                "(samples along axis 0)"
+            )
+        if array.dtype != NUMPY_DTYPES[spec.dtype]:
+            arrays[spec.name] = array.astype(NUMPY_DTYPES[spec.dtype])
+    first = recipe.inputs[0].shape[0] if recipe.inputs else 1
+    batch = int(recipe.data.get("batch", first if isinstance(first, int) else 1))
+    count = rows.pop() // batch
+    if count < 2:
+        raise DataError(f"{where}: {path.name} holds {count} batch(es) of {batch}; calibration and verification need 2")
+    batches = [{name: arrays[name][i * batch : (i + 1) * batch] for name in names} for i in range(count)]
+    return Dataset(calibration=batches[0::2], verify=batches[1::2], labels=None, bench=batches[0])
 
 
 def _text_dataset(recipe: ModelRecipe, tokenizer_dir: Path | None) -> Dataset:
@@ -137,12 +193,18 @@ def concrete_shape(spec: TensorSpec, dims: dict[str, int]) -> tuple[int, ...]:
     )
 
 
-def generated_dataset(signature: tuple[TensorSpec, ...], dims: dict[str, int], batches: int = 16) -> Dataset:
+def generated_dataset(
+    signature: tuple[TensorSpec, ...], dims: dict[str, int], batches: int = 16, bounds: dict[str, int] | None = None
+) -> Dataset:
     """Seeded random batches shaped by the input signature, for models with no recipe data.
 
     Integer inputs named like masks get ones and token-type inputs zeros, so a transformer
-    exported from Hugging Face still sees a plausible batch.
+    exported from Hugging Face still sees a plausible batch; other integer inputs draw from
+    [0, bounds[name]) (the table they index), else [0, DEFAULT_BOUND).
     """
+    from compiler.families.single_graph.index_ranges import DEFAULT_BOUND
+
+    bounds = bounds or {}
     rng = np.random.default_rng(0)
 
     def batch(shape_dims: dict[str, int]) -> Feeds:
@@ -159,7 +221,7 @@ def generated_dataset(signature: tuple[TensorSpec, ...], dims: dict[str, int], b
             elif spec.dtype == "bool":
                 feeds[spec.name] = rng.integers(0, 2, shape).astype(dtype)
             else:
-                feeds[spec.name] = rng.integers(0, 100, shape).astype(dtype)
+                feeds[spec.name] = rng.integers(0, bounds.get(spec.name, DEFAULT_BOUND), shape).astype(dtype)
         return feeds
 
     return Dataset(

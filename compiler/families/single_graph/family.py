@@ -6,7 +6,8 @@ for a later fusion; fuse picks ORT's BERT fusions or Conv+BatchNorm folding). Th
 
 - [data]: `representative` (a text file, one sample per line, with `tokenizer = "source"` and
   `max_length`), or `train` + `eval` (`module:function` returning (x, y) arrays, with `batch` and
-  `calibration_samples`), or nothing (seeded random batches from the input signature);
+  `calibration_samples`), or `arrays` (an .npz named by input, one sample per row, with `batch`),
+  or nothing (seeded random batches from the input signature);
 - [metric]: `kind` = embedding_cosine (`pooling`, `min_mean`, `min_each`, `mask_input`,
   `output_index`), top1_accuracy (`max_drop`, `output_index`) or output_cosine (`min_mean`);
 - [bench]: a size for each dynamic axis of the inputs ("batch", "seq"), at which latency is timed.
@@ -37,6 +38,7 @@ DATA = Schema(
         Field("eval", str, doc="module:function returning held-out (x, y)"),
         Field("batch", int, minimum=1),
         Field("calibration_samples", int, minimum=1),
+        Field("arrays", str, doc=".npz of arrays named by input, one sample per row (relative to the recipe)"),
     )
 )
 _OUTPUT_INDEX = Field("output_index", int, minimum=0)
@@ -66,8 +68,9 @@ class SingleGraphFamily(ModelFamily):
 
     def check_recipe(self, recipe: ModelRecipe, top: TomlTable) -> None:
         data = DATA.check(top.table("data"))
-        if "representative" in data and ("train" in data or "eval" in data):
-            raise ConfigError(f"{recipe.path}: [data] has 'representative' and 'train'/'eval'; give one kind of data")
+        kinds = [kind for kind in ("representative", "train", "arrays") if kind in data]
+        if len(kinds) > 1:
+            raise ConfigError(f"{recipe.path}: [data] has {' and '.join(kinds)}; give one kind of data")
         if ("train" in data) != ("eval" in data):
             raise ConfigError(
                 f"{recipe.path}: field 'data' needs both 'train' and 'eval' ('module:function' returning (x, y))"
@@ -89,7 +92,9 @@ class SingleGraphFamily(ModelFamily):
 
     def source_files(self, recipe: ModelRecipe) -> list[Path]:
         if recipe.source_kind == "onnx":
-            return [Path(recipe.source)]
+            from compiler.onnx_io import data_files
+
+            return [Path(recipe.source), *data_files(Path(recipe.source))]  # the weights are part of the source
         if recipe.source_kind == "torch":
             from compiler.importers.torch_factory import factory_source_files
 
@@ -101,6 +106,10 @@ class SingleGraphFamily(ModelFamily):
     def data_files(self, recipe: ModelRecipe) -> list[Path]:
         if "representative" in recipe.data and recipe.path is not None:
             return [(recipe.path.parent / recipe.data["representative"]).resolve()]
+        if "arrays" in recipe.data:
+            from compiler.families.single_graph.data import arrays_path
+
+            return [arrays_path(recipe)]
         return []
 
     def replay_context(
@@ -149,9 +158,12 @@ class GenericFamily(SingleGraphFamily):
     name: ClassVar[str] = "generic"
 
 
+CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"})  # 1-D, 2-D and 3-D alike
+
+
 def family_for_onnx(op_types: set[str]) -> str:
-    """The family a bare ONNX file builds as: cnn when it convolves, else generic."""
-    return CnnFamily.name if "Conv" in op_types else GenericFamily.name
+    """The family a bare ONNX file builds as: cnn when it convolves (or deconvolves), else generic."""
+    return CnnFamily.name if op_types & CONVOLUTIONS else GenericFamily.name
 
 
 __all__ = ["CnnFamily", "GenericFamily", "SingleGraphFamily", "TransformerFamily", "family_for_onnx"]
