@@ -13,13 +13,13 @@ export OLIVE_DISABLE_TELEMETRY := 1
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: all build setup test bench release clean targets models passes help
+.PHONY: all build setup test conformance bench release clean targets models passes help
 
 all: $(if $(target),build,help)
 
 help:
 	@echo "usage: make target=desktop-int8 [model=minilm]   build a model for a target"
-	@echo "       make test | make bench | make targets | make models | make passes | make clean"
+	@echo "       make test | make conformance | make bench | make targets | make models | make passes | make clean"
 
 $(STAMP): requirements.lock constraints.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +39,11 @@ build: $(STAMP)
 	@$(BIN)/edgebuild build --target $(target) --model $(model) --package
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q tests -m "not conformance"
+
+# Every ONNX model-zoo file in the onnx wheel on the desktop targets (tests/conformance/).
+conformance: $(STAMP)
+	$(BIN)/python -m pytest -q tests/conformance -m conformance
 
 bench: $(OLIVE)
 	$(BIN)/edgebuild bench --repeats 100

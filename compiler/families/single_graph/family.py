@@ -161,9 +161,15 @@ class GenericFamily(SingleGraphFamily):
 CONVOLUTIONS = frozenset({"Conv", "ConvTranspose", "ConvInteger", "QLinearConv"})  # 1-D, 2-D and 3-D alike
 
 
+ATTENTION = frozenset({"Attention", "MultiHeadAttention", "GroupQueryAttention"})
+
+
 def family_for_onnx(op_types: set[str]) -> str:
-    """The family a bare ONNX file builds as: cnn when it convolves (or deconvolves), else generic."""
-    return CnnFamily.name if op_types & CONVOLUTIONS else GenericFamily.name
+    """The family a bare ONNX file builds as: cnn when it convolves (or deconvolves) and has no
+    attention (a ViT's patch embedding is a Conv, but its weights are in MatMuls: dynamic INT8
+    suits it), else generic."""
+    attention = bool(op_types & ATTENTION) or {"MatMul", "Softmax"} <= op_types
+    return CnnFamily.name if op_types & CONVOLUTIONS and not attention else GenericFamily.name
 
 
 __all__ = ["CnnFamily", "GenericFamily", "SingleGraphFamily", "TransformerFamily", "family_for_onnx"]
