@@ -36,8 +36,7 @@ class Splits:
 
 
 def _conv_block(in_channels: int, out_channels: int) -> list[nn.Module]:
-    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels), nn.ReLU()]
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
 
 
 class DigitsCNN(nn.Module):
@@ -51,10 +50,15 @@ class DigitsCNN(nn.Module):
         super().__init__()
         c1, c2, c3, c4, c5 = widths
         self.features = nn.Sequential(
-            *_conv_block(1, c1), *_conv_block(c1, c2), *_conv_block(c2, c3),
+            *_conv_block(1, c1),
+            *_conv_block(c1, c2),
+            *_conv_block(c2, c3),
             nn.MaxPool2d(2),  # 8x8 -> 4x4
-            *_conv_block(c3, c4), *_conv_block(c4, c5),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            *_conv_block(c3, c4),
+            *_conv_block(c4, c5),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.head = nn.Linear(c5, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -69,8 +73,7 @@ def load_splits(seed: int = 0) -> Splits:
     digits = load_digits()
     x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]
     y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, stratify=y, random_state=seed)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y, random_state=seed)
     return Splits(x_train, y_train, x_test, y_test)
 
 

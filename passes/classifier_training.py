@@ -36,8 +36,9 @@ def reproducible(seed: int) -> Iterator[None]:
             torch.set_num_threads(threads)
 
 
-def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3,
-              seed: int = 0) -> nn.Module:
+def fine_tune(
+    module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: float = 3e-3, seed: int = 0
+) -> nn.Module:
     """Train `module` in place on (x, y) with Adam + one-cycle LR and cross-entropy; returns it in eval mode.
 
     Deterministic for a given seed (its own shuffling generator, fixed threads); the caller's global
@@ -48,13 +49,12 @@ def fine_tune(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int, lr: 
     with reproducible(seed):
         generator = torch.Generator().manual_seed(seed)
         optimizer = torch.optim.Adam(module.parameters(), lr=lr)
-        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr,
-                                                       total_steps=epochs * steps_per_epoch)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch)
         module.train()
         for _ in range(epochs):
             order = torch.randperm(len(inputs), generator=generator)
             for start in range(0, len(inputs), BATCH_SIZE):
-                batch = order[start:start + BATCH_SIZE]
+                batch = order[start : start + BATCH_SIZE]
                 optimizer.zero_grad(set_to_none=True)
                 loss = nn.functional.cross_entropy(module(inputs[batch]), labels[batch])
                 loss.backward()
@@ -69,5 +69,3 @@ def accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     with torch.no_grad():
         predictions = module(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy()
     return float((predictions == y).mean() * 100.0)
-
-

@@ -47,10 +47,10 @@ class ConvertFp16(GraphPass):
         from onnxruntime.transformers.onnx_model import OnnxModel
 
         if not _has_float32_weights(model):
-            types = Counter(onnx.TensorProto.DataType.Name(init.data_type)
-                            for init in model.graph.initializer)
-            return nothing_to_do(model, f"no float32 initializer or Constant to convert (initializer types: "
-                                        f"{dict(types) or 'none'})")
+            types = Counter(onnx.TensorProto.DataType.Name(init.data_type) for init in model.graph.initializer)
+            return nothing_to_do(
+                model, f"no float32 initializer or Constant to convert (initializer types: {dict(types) or 'none'})"
+            )
         node_names = {node.name for node in model.graph.node}
         unknown = [name for name in self.config.node_block_list if name not in node_names]
         if unknown:
@@ -58,24 +58,35 @@ class ConvertFp16(GraphPass):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)  # the converter edits the model it is given
         converted = convert_float_to_float16(
-            copy, keep_io_types=self.config.keep_io_types,
+            copy,
+            keep_io_types=self.config.keep_io_types,
             op_block_list=list(self.config.op_block_list) if self.config.op_block_list is not None else None,
-            node_block_list=list(self.config.node_block_list) or None)
+            node_block_list=list(self.config.node_block_list) or None,
+        )
         # With keep_io_types the converter appends the Casts of float inputs at the end of the
         # node list, after their consumers; ONNX requires topological order.
         OnnxModel.graph_topological_sort(converted.graph, is_deterministic=True)
         types = Counter(init.data_type for init in converted.graph.initializer)
-        return PassResult(converted, {
-            "bytes_before": model.ByteSize(), "bytes_after": converted.ByteSize(),
-            "initializers_float16": types[_FLOAT16], "initializers_float32": types[_FLOAT],
-            "cast_nodes_added": _count(converted, "Cast") - _count(model, "Cast")})
+        return PassResult(
+            converted,
+            {
+                "bytes_before": model.ByteSize(),
+                "bytes_after": converted.ByteSize(),
+                "initializers_float16": types[_FLOAT16],
+                "initializers_float32": types[_FLOAT],
+                "cast_nodes_added": _count(converted, "Cast") - _count(model, "Cast"),
+            },
+        )
 
 
 def _has_float32_weights(model: onnx.ModelProto) -> bool:
     if any(init.data_type == _FLOAT for init in model.graph.initializer):
         return True
-    return any(node.op_type == "Constant" and attribute.name == "value" and attribute.t.data_type == _FLOAT
-               for node in model.graph.node for attribute in node.attribute)
+    return any(
+        node.op_type == "Constant" and attribute.name == "value" and attribute.t.data_type == _FLOAT
+        for node in model.graph.node
+        for attribute in node.attribute
+    )
 
 
 def _count(model: onnx.ModelProto, op_type: str) -> int:

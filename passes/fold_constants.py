@@ -14,8 +14,14 @@ from compiler.errors import DataError, PassError
 from passes.base import Feeds, GraphPass, PassContext, PassResult
 
 # What ORT raises when it cannot load or run a model; they share no base class but Exception.
-_ORT_ERRORS = (ort_state.Fail, ort_state.InvalidGraph, ort_state.InvalidArgument,
-               ort_state.NotImplemented, ort_state.RuntimeException, ort_state.EPFail)
+_ORT_ERRORS = (
+    ort_state.Fail,
+    ort_state.InvalidGraph,
+    ort_state.InvalidArgument,
+    ort_state.NotImplemented,
+    ort_state.RuntimeException,
+    ort_state.EPFail,
+)
 # onnxslim optimizations that rewrite the attention, embedding and GELU subgraphs into shapes
 # onnxruntime.transformers' fusions no longer recognise (measured on a BERT export: 2 Attention
 # and 1 EmbedLayerNormalization fused before, none after). "fold" skips them.
@@ -47,8 +53,14 @@ class FoldConstants(GraphPass):
 
     name: ClassVar[str] = "fold-constants"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxslim", "onnxsim", "onnxruntime")
-    must_precede: ClassVar[tuple[str, ...]] = ("fuse", "quantize-dynamic-int8", "quantize-static-int8",
-                                                "convert-fp16", "quantize-int4-weights", "prune-magnitude")
+    must_precede: ClassVar[tuple[str, ...]] = (
+        "fuse",
+        "quantize-dynamic-int8",
+        "quantize-static-int8",
+        "convert-fp16",
+        "quantize-int4-weights",
+        "prune-magnitude",
+    )
 
     @dataclass(frozen=True)
     class Config:
@@ -59,8 +71,7 @@ class FoldConstants(GraphPass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config
-        level = config.level if config.level != "auto" else ("fold" if ctx.architecture == "attention"
-                                                              else "full")
+        level = config.level if config.level != "auto" else ("fold" if ctx.architecture == "attention" else "full")
         limit_bytes = int(config.max_constant_mb * _MB)
         stats: dict[str, Any] = {"level": level}
         try:
@@ -73,25 +84,32 @@ class FoldConstants(GraphPass):
             try:
                 folded = _simplify(model, level, config.max_constant_mb)
             except Exception as fallback_error:  # same: any onnxsim failure
-                raise PassError(f"onnxslim failed ({stats['onnxslim_error']}) and onnxsim failed too "
-                                f"({type(fallback_error).__name__}: {str(fallback_error)[:300]})"
-                                ) from fallback_error
+                raise PassError(
+                    f"onnxslim failed ({stats['onnxslim_error']}) and onnxsim failed too "
+                    f"({type(fallback_error).__name__}: {str(fallback_error)[:300]})"
+                ) from fallback_error
             stats["backend"] = "onnxsim"
 
         growth = folded.ByteSize() - model.ByteSize()
         if growth > limit_bytes:
-            stats["kept_input"] = (f"folding grew the model by {growth / _MB:.1f} MB, over "
-                                   f"max_constant_mb={config.max_constant_mb}")
+            stats["kept_input"] = (
+                f"folding grew the model by {growth / _MB:.1f} MB, over max_constant_mb={config.max_constant_mb}"
+            )
             folded = _copy(model)
         resolved = _check_signature(model, folded, ctx.dynamic_axes)
         if resolved:
             stats["resolved_output_dims"] = resolved  # exporter-invented names folding made concrete
-        stats["check"] = _check_numerics(model, folded, _check_feeds(model, ctx, config.check_batches),
-                                         config.min_cosine)
-        stats.update(nodes_before=len(model.graph.node), nodes_after=len(folded.graph.node),
-                     initializers_before=len(model.graph.initializer),
-                     initializers_after=len(folded.graph.initializer),
-                     bytes_before=model.ByteSize(), bytes_after=folded.ByteSize())
+        stats["check"] = _check_numerics(
+            model, folded, _check_feeds(model, ctx, config.check_batches), config.min_cosine
+        )
+        stats.update(
+            nodes_before=len(model.graph.node),
+            nodes_after=len(folded.graph.node),
+            initializers_before=len(model.graph.initializer),
+            initializers_after=len(folded.graph.initializer),
+            bytes_before=model.ByteSize(),
+            bytes_after=folded.ByteSize(),
+        )
         return PassResult(folded, stats)
 
 
@@ -116,45 +134,64 @@ def _simplify(model: onnx.ModelProto, level: str, max_constant_mb: float) -> onn
     import onnxsim
 
     # check_n=0: our own check below uses real data; onnxsim's would use random token ids.
-    folded, _ = onnxsim.simplify(_copy(model), check_n=0, perform_optimization=level == "full",
-                                 tensor_size_threshold=f"{max_constant_mb}MB")
+    folded, _ = onnxsim.simplify(
+        _copy(model), check_n=0, perform_optimization=level == "full", tensor_size_threshold=f"{max_constant_mb}MB"
+    )
     return folded
 
 
 def _signature(model: onnx.ModelProto) -> Signature:
     initializers = {init.name for init in model.graph.initializer}
     values = [v for v in model.graph.input if v.name not in initializers] + list(model.graph.output)
-    return [(v.name, v.type.tensor_type.elem_type,
-             tuple(d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
-                   for d in v.type.tensor_type.shape.dim)) for v in values]
+    return [
+        (
+            v.name,
+            v.type.tensor_type.elem_type,
+            tuple(
+                d.dim_param or (d.dim_value if d.HasField("dim_value") else None) for d in v.type.tensor_type.shape.dim
+            ),
+        )
+        for v in values
+    ]
 
 
-def _check_signature(before: onnx.ModelProto, after: onnx.ModelProto,
-                     declared: frozenset[str] | None) -> dict[str, int | str | None]:
+def _check_signature(
+    before: onnx.ModelProto, after: onnx.ModelProto, declared: frozenset[str] | None
+) -> dict[str, int | str | None]:
     """Folding must not rename, retype or fix the dims of graph inputs and outputs, except that an
     output dim with a symbolic name nobody declared (`declared`: the recipe's dynamic axes; None:
     every name is declared) may be resolved: the exporter invented it for a dim that is static.
     Returns those resolutions, "output[axis]: old name" -> new value."""
     old, new = _signature(before), _signature(after)
     if [name for name, _, _ in old] != [name for name, _, _ in new]:
-        raise PassError(f"folding changed the graph's inputs/outputs from {[n for n, _, _ in old]} "
-                        f"to {[n for n, _, _ in new]}")
+        raise PassError(
+            f"folding changed the graph's inputs/outputs from {[n for n, _, _ in old]} to {[n for n, _, _ in new]}"
+        )
     outputs = {output.name for output in before.graph.output}
     resolved: dict[str, int | str | None] = {}
     for (name, old_type, old_dims), (_, new_type, new_dims) in zip(old, new, strict=True):
         if old_type == new_type and (not old_dims or old_dims == new_dims):
             continue
-        invented = [(axis, dim) for axis, dim in enumerate(old_dims) if declared is not None
-                    and (dim is None or (isinstance(dim, str) and dim not in declared))]
-        if (name in outputs and old_type == new_type and len(old_dims) == len(new_dims)
-                and all(o == n or (axis, o) in invented for axis, (o, n) in enumerate(zip(old_dims, new_dims,
-                                                                                        strict=True)))):
-            resolved.update({f"{name}[{axis}]: {dim}": new_dims[axis] for axis, dim in invented
-                             if new_dims[axis] != dim})
+        invented = [
+            (axis, dim)
+            for axis, dim in enumerate(old_dims)
+            if declared is not None and (dim is None or (isinstance(dim, str) and dim not in declared))
+        ]
+        if (
+            name in outputs
+            and old_type == new_type
+            and len(old_dims) == len(new_dims)
+            and all(o == n or (axis, o) in invented for axis, (o, n) in enumerate(zip(old_dims, new_dims, strict=True)))
+        ):
+            resolved.update(
+                {f"{name}[{axis}]: {dim}": new_dims[axis] for axis, dim in invented if new_dims[axis] != dim}
+            )
             continue
-        raise PassError(f"folding changed '{name}' from type {old_type} dims {list(old_dims)} to "
-                        f"type {new_type} dims {list(new_dims)} (dynamic axes must stay symbolic: "
-                        f"declared {sorted(declared) if declared is not None else 'all'})")
+        raise PassError(
+            f"folding changed '{name}' from type {old_type} dims {list(old_dims)} to "
+            f"type {new_type} dims {list(new_dims)} (dynamic axes must stay symbolic: "
+            f"declared {sorted(declared) if declared is not None else 'all'})"
+        )
     return resolved
 
 
@@ -175,11 +212,13 @@ def _generated_feeds(model: onnx.ModelProto) -> Feeds:
             continue
         tensor_type = value.type.tensor_type
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)
-        shape = tuple(d.dim_value if d.HasField("dim_value") else _RANDOM_FEED_DIM
-                      for d in tensor_type.shape.dim)
+        shape = tuple(d.dim_value if d.HasField("dim_value") else _RANDOM_FEED_DIM for d in tensor_type.shape.dim)
         # Integer inputs are token ids, masks or indices: 1 is valid for all, random values are not.
-        feeds[value.name] = (rng.standard_normal(shape).astype(dtype) if np.issubdtype(dtype, np.floating)
-                             else np.ones(shape, dtype=dtype))
+        feeds[value.name] = (
+            rng.standard_normal(shape).astype(dtype)
+            if np.issubdtype(dtype, np.floating)
+            else np.ones(shape, dtype=dtype)
+        )
     return feeds
 
 
@@ -189,30 +228,33 @@ def _session(model: onnx.ModelProto, which: str) -> ort.InferenceSession:
     try:
         return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     except _ORT_ERRORS as error:
-        raise PassError(f"cannot check folding: ONNX Runtime cannot load the {which} model: "
-                        f"{str(error).strip()[:400]}") from error
+        raise PassError(
+            f"cannot check folding: ONNX Runtime cannot load the {which} model: {str(error).strip()[:400]}"
+        ) from error
 
 
 def _run(session: ort.InferenceSession, feeds: Feeds, which: str) -> list[np.ndarray]:
     try:
         return session.run(None, feeds)
     except _ORT_ERRORS as error:
-        raise PassError(f"cannot check folding: ONNX Runtime cannot run the {which} model: "
-                        f"{str(error).strip()[:400]}") from error
+        raise PassError(
+            f"cannot check folding: ONNX Runtime cannot run the {which} model: {str(error).strip()[:400]}"
+        ) from error
 
 
-def _check_numerics(before: onnx.ModelProto, after: onnx.ModelProto, feeds: tuple[str, list[Feeds]],
-                    min_cosine: float) -> dict[str, Any]:
+def _check_numerics(
+    before: onnx.ModelProto, after: onnx.ModelProto, feeds: tuple[str, list[Feeds]], min_cosine: float
+) -> dict[str, Any]:
     source, batches = feeds
     worst = 1.0
     names = [output.name for output in before.graph.output]
     reference, candidate = _session(before, "input"), _session(after, "folded")
     for batch in batches:
-        for name, expected, actual in zip(names, _run(reference, batch, "input"),
-                                          _run(candidate, batch, "folded"), strict=True):
+        for name, expected, actual in zip(
+            names, _run(reference, batch, "input"), _run(candidate, batch, "folded"), strict=True
+        ):
             if expected.shape != actual.shape:
-                raise PassError(f"folded model's output '{name}' has shape {actual.shape}, "
-                                f"expected {expected.shape}")
+                raise PassError(f"folded model's output '{name}' has shape {actual.shape}, expected {expected.shape}")
             if not np.issubdtype(expected.dtype, np.floating):
                 if not np.array_equal(expected, actual):
                     raise PassError(f"folded model's integer output '{name}' differs from the input model's")
@@ -220,8 +262,9 @@ def _check_numerics(before: onnx.ModelProto, after: onnx.ModelProto, feeds: tupl
             score = _cosine(expected, actual)
             worst = min(worst, score)
             if not score >= min_cosine:  # also catches NaN
-                raise PassError(f"folded model's output '{name}' diverges: cosine {score:.6f} "
-                                f"< min_cosine {min_cosine}")
+                raise PassError(
+                    f"folded model's output '{name}' diverges: cosine {score:.6f} < min_cosine {min_cosine}"
+                )
     return {"feeds": source, "batches": len(batches), "min_cosine": round(worst, 8)}
 
 

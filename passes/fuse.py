@@ -34,8 +34,12 @@ class Fuse(GraphPass):
 
     name: ClassVar[str] = "fuse"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime", "numpy")
-    must_precede: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "quantize-static-int8",
-                                                "convert-fp16", "quantize-int4-weights")
+    must_precede: ClassVar[tuple[str, ...]] = (
+        "quantize-dynamic-int8",
+        "quantize-static-int8",
+        "convert-fp16",
+        "quantize-int4-weights",
+    )
 
     @dataclass(frozen=True)
     class Config:
@@ -58,8 +62,10 @@ def _fuse_transformer(model: onnx.ModelProto, ctx: PassContext, embed_layer_norm
     shape = ctx.transformer_shape
     missing = [key for key in ("num_heads", "hidden_size") if not shape.get(key)]
     if missing:
-        raise PassError(f"transformer fusion needs {' and '.join(missing)} of the model "
-                        "(the recipe's transformer shape); they are not known for this model")
+        raise PassError(
+            f"transformer fusion needs {' and '.join(missing)} of the model "
+            "(the recipe's transformer shape); they are not known for this model"
+        )
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # the optimizer rewrites the model it is given
     options = FusionOptions("bert")
@@ -67,8 +73,14 @@ def _fuse_transformer(model: onnx.ModelProto, ctx: PassContext, embed_layer_norm
     # (ORT then quantizes each table with one scale: measured min cosine 0.937 vs 0.965 on MiniLM,
     # same speed and size), so embeddings stay unfused unless asked for.
     options.enable_embed_layer_norm = embed_layer_norm
-    optimized = optimize_model(copy, model_type="bert", num_heads=shape["num_heads"],
-                               hidden_size=shape["hidden_size"], opt_level=0, optimization_options=options)
+    optimized = optimize_model(
+        copy,
+        model_type="bert",
+        num_heads=shape["num_heads"],
+        hidden_size=shape["hidden_size"],
+        opt_level=0,
+        optimization_options=options,
+    )
     fused = {op: count for op, count in optimized.get_fused_operator_statistics().items() if count}
     # The optimizer declares the contrib-op domain only when it saves to a file; we keep the
     # model in memory, so declare it here or onnx.checker rejects the fused nodes.
@@ -76,9 +88,15 @@ def _fuse_transformer(model: onnx.ModelProto, ctx: PassContext, embed_layer_norm
     used = {node.domain for node in optimized.model.graph.node}
     if "com.microsoft" in used - declared:
         optimized.model.opset_import.append(onnx.helper.make_opsetid("com.microsoft", 1))
-    return PassResult(optimized.model, {"model_type": "bert", "fused": fused,
-                                        "nodes_before": len(model.graph.node),
-                                        "nodes_after": len(optimized.model.graph.node)})
+    return PassResult(
+        optimized.model,
+        {
+            "model_type": "bert",
+            "fused": fused,
+            "nodes_before": len(model.graph.node),
+            "nodes_after": len(optimized.model.graph.node),
+        },
+    )
 
 
 def _fold_conv_bn(model: onnx.ModelProto) -> PassResult:
@@ -108,8 +126,9 @@ def _fold_conv_bn(model: onnx.ModelProto) -> PassResult:
         weight, bias = _folded_params(conv, bn, constants)
         base = conv.name or conv.output[0]
         weight_name, bias_name = f"{base}.bn_folded.weight", f"{base}.bn_folded.bias"
-        graph.initializer.extend([numpy_helper.from_array(weight, weight_name),
-                                  numpy_helper.from_array(bias, bias_name)])
+        graph.initializer.extend(
+            [numpy_helper.from_array(weight, weight_name), numpy_helper.from_array(bias, bias_name)]
+        )
         conv_output = conv.output[0]
         replaced.update(list(conv.input[1:]) + list(bn.input[1:]))
         del conv.input[1:]
@@ -120,12 +139,25 @@ def _fold_conv_bn(model: onnx.ModelProto) -> PassResult:
     for bn in removed:
         graph.node.remove(bn)
     _drop_unused_initializers(graph, replaced)
-    return PassResult(folded, {"model_type": "conv-bn", "conv_bn_folded": len(removed), "refused": refused,
-                               "nodes_before": len(model.graph.node), "nodes_after": len(graph.node)})
+    return PassResult(
+        folded,
+        {
+            "model_type": "conv-bn",
+            "conv_bn_folded": len(removed),
+            "refused": refused,
+            "nodes_before": len(model.graph.node),
+            "nodes_after": len(graph.node),
+        },
+    )
 
 
-def _check(conv: onnx.NodeProto, bn: onnx.NodeProto, constants: dict[str, onnx.TensorProto],
-           consumers: Counter[str], graph_outputs: set[str]) -> str | None:
+def _check(
+    conv: onnx.NodeProto,
+    bn: onnx.NodeProto,
+    constants: dict[str, onnx.TensorProto],
+    consumers: Counter[str],
+    graph_outputs: set[str],
+) -> str | None:
     """Why Conv -> BatchNormalization cannot be folded (None when it can)."""
     params = list(conv.input[1:]) + list(bn.input[1:5])
     not_constant = [name for name in params if name and name not in constants]
@@ -145,17 +177,18 @@ def _check(conv: onnx.NodeProto, bn: onnx.NodeProto, constants: dict[str, onnx.T
     return None
 
 
-def _folded_params(conv: onnx.NodeProto, bn: onnx.NodeProto,
-                   constants: dict[str, onnx.TensorProto]) -> tuple[np.ndarray, np.ndarray]:
+def _folded_params(
+    conv: onnx.NodeProto, bn: onnx.NodeProto, constants: dict[str, onnx.TensorProto]
+) -> tuple[np.ndarray, np.ndarray]:
     """W' = W * s, b' = (b - mean) * s + beta, with s = gamma / sqrt(var + eps), per output channel."""
     weight = numpy_helper.to_array(constants[conv.input[1]])
     dtype = weight.dtype
     # Computed in float64 so the fold adds no rounding beyond the final cast.
     has_bias = len(conv.input) > 2 and conv.input[2]
-    bias = (numpy_helper.to_array(constants[conv.input[2]]).astype(np.float64) if has_bias
-            else np.zeros(weight.shape[0]))
-    gamma, beta, mean, var = (numpy_helper.to_array(constants[name]).astype(np.float64).ravel()
-                              for name in bn.input[1:5])
+    bias = numpy_helper.to_array(constants[conv.input[2]]).astype(np.float64) if has_bias else np.zeros(weight.shape[0])
+    gamma, beta, mean, var = (
+        numpy_helper.to_array(constants[name]).astype(np.float64).ravel() for name in bn.input[1:5]
+    )
     scale = gamma / np.sqrt(var + _attribute(bn, "epsilon", 1e-5))
     new_weight = weight.astype(np.float64) * scale.reshape(-1, *([1] * (weight.ndim - 1)))
     new_bias = (bias - mean) * scale + beta

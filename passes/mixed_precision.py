@@ -38,6 +38,7 @@ from passes.base import Fidelity, PassContext
 
 Quantize = Callable[[tuple[str, ...]], onnx.ModelProto]
 
+
 @dataclass(frozen=True)
 class MixedPrecisionOptions:
     """The options every quantize pass's Config inherits (they feed `search_if_enabled`)."""
@@ -75,8 +76,9 @@ def check_exclusions(model: onnx.ModelProto, names: Sequence[str]) -> None:
     known = {node.name for node in model.graph.node}
     for name in names:
         if name not in known:
-            raise PassError(f"nodes_to_exclude names '{name}', which is not a node of the model; "
-                            f"{did_you_mean(name, known)[:500]}")
+            raise PassError(
+                f"nodes_to_exclude names '{name}', which is not a node of the model; {did_you_mean(name, known)[:500]}"
+            )
 
 
 @contextlib.contextmanager
@@ -87,6 +89,7 @@ def quiet_preprocess_hint() -> Iterator[None]:
     fused model; done by quantize-static-int8 or its failure recorded), and the search would
     print the hint once per candidate.
     """
+
     def keep(record: logging.LogRecord) -> bool:
         return not record.getMessage().startswith("Please consider to run pre-processing")
 
@@ -98,8 +101,14 @@ def quiet_preprocess_hint() -> Iterator[None]:
         root.removeFilter(keep)
 
 
-def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onnx.ModelProto,
-                      candidates: Sequence[str], ctx: PassContext, settings: SearchSettings) -> SearchOutcome:
+def search_exclusions(
+    model: onnx.ModelProto,
+    quantize: Quantize,
+    quantized: onnx.ModelProto,
+    candidates: Sequence[str],
+    ctx: PassContext,
+    settings: SearchSettings,
+) -> SearchOutcome:
     """Leave the fewest, most sensitive of `candidates` in FP32 until the fidelity budget holds.
 
     `model` is the FP32 model `quantize` starts from (used only to group candidates by their
@@ -109,8 +118,15 @@ def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onn
     first = ctx.evaluate(quantized)
     stats: dict[str, Any] = {"fidelity_before": _describe(first), "size_bytes_before": quantized.ByteSize()}
     if _satisfied(first, settings):
-        stats.update({"searched": False, "budget_met": True, "excluded_nodes": [], "evaluations": 1,
-                      "seconds": round(time.perf_counter() - started, 2)})
+        stats.update(
+            {
+                "searched": False,
+                "budget_met": True,
+                "excluded_nodes": [],
+                "evaluations": 1,
+                "seconds": round(time.perf_counter() - started, 2),
+            }
+        )
         return SearchOutcome(quantized, stats)
 
     units, granularity = _units(model, candidates, settings.search_evaluations)
@@ -145,29 +161,31 @@ def search_exclusions(model: onnx.ModelProto, quantize: Quantize, quantized: onn
 
     met = _satisfied(best, settings)
     top = sorted(gains, key=lambda pair: -pair[0])[:10]
-    stats.update({
-        "searched": True,
-        "budget_met": met,
-        "excluded_nodes": list(excluded),
-        "fidelity_after": _describe(best),
-        "size_bytes_after": best_model.ByteSize(),
-        "granularity": granularity,
-        "candidates": len(candidates),
-        "evaluations": evaluations,
-        "rejected_nodes": rejected,  # tried in rank order but did not improve the fidelity
-        "most_sensitive": [{"nodes": list(unit), "gain": round(gain, 6)} for gain, unit in top],
-        "seconds": round(time.perf_counter() - started, 2),
-    })
+    stats.update(
+        {
+            "searched": True,
+            "budget_met": met,
+            "excluded_nodes": list(excluded),
+            "fidelity_after": _describe(best),
+            "size_bytes_after": best_model.ByteSize(),
+            "granularity": granularity,
+            "candidates": len(candidates),
+            "evaluations": evaluations,
+            "rejected_nodes": rejected,  # tried in rank order but did not improve the fidelity
+            "most_sensitive": [{"nodes": list(unit), "gain": round(gain, 6)} for gain, unit in top],
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+    )
     if not met:
-        advice = (f"raise max_excluded ({capped} more candidates could help)" if capped
-                  else "no other exclusion helped")
-        stats["message"] = (f"budget not met with {len(excluded)} of at most {settings.max_excluded} nodes "
-                            f"left in FP32 (best: {best.summary}); {advice}, or use a higher-precision target")
+        advice = f"raise max_excluded ({capped} more candidates could help)" if capped else "no other exclusion helped"
+        stats["message"] = (
+            f"budget not met with {len(excluded)} of at most {settings.max_excluded} nodes "
+            f"left in FP32 (best: {best.summary}); {advice}, or use a higher-precision target"
+        )
     return SearchOutcome(best_model, stats)
 
 
-def _units(model: onnx.ModelProto, candidates: Sequence[str],
-           limit: int) -> tuple[list[tuple[str, ...]], str]:
+def _units(model: onnx.ModelProto, candidates: Sequence[str], limit: int) -> tuple[list[tuple[str, ...]], str]:
     """Candidates as units of exclusion: single nodes if affordable, else groups, at most `limit`."""
     if len(candidates) <= limit:
         return [(name,) for name in candidates], "node"
@@ -203,13 +221,22 @@ def _satisfied(fidelity: Fidelity, settings: SearchSettings) -> bool:
 
 
 def _describe(fidelity: Fidelity) -> dict[str, Any]:
-    return {"metric": fidelity.metric, "value": round(fidelity.value, 6),
-            "within_budget": fidelity.within_budget, "summary": fidelity.summary}
+    return {
+        "metric": fidelity.metric,
+        "value": round(fidelity.value, 6),
+        "within_budget": fidelity.within_budget,
+        "summary": fidelity.summary,
+    }
 
 
-def search_if_enabled(config: MixedPrecisionOptions, base: onnx.ModelProto, quantize: Quantize,
-                      quantized: onnx.ModelProto,
-                      candidates: list[str], ctx: PassContext) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
+def search_if_enabled(
+    config: MixedPrecisionOptions,
+    base: onnx.ModelProto,
+    quantize: Quantize,
+    quantized: onnx.ModelProto,
+    candidates: list[str],
+    ctx: PassContext,
+) -> tuple[onnx.ModelProto, list[str], dict[str, Any]]:
     """Run the search when the pass's config asks for it (`mixed_precision`); returns the model, the
     nodes still quantized and the search's stats (empty when it did not run)."""
     if not config.mixed_precision:
@@ -220,8 +247,14 @@ def search_if_enabled(config: MixedPrecisionOptions, base: onnx.ModelProto, quan
     return outcome.model, [name for name in candidates if name not in kept], {"mixed_precision": outcome.stats}
 
 
-def quantization_stats(base: onnx.ModelProto, original: onnx.ModelProto, quantized: onnx.ModelProto,
-                       candidates: list[str], user_excluded: Sequence[str], search: dict[str, Any]) -> dict[str, Any]:
+def quantization_stats(
+    base: onnx.ModelProto,
+    original: onnx.ModelProto,
+    quantized: onnx.ModelProto,
+    candidates: list[str],
+    user_excluded: Sequence[str],
+    search: dict[str, Any],
+) -> dict[str, Any]:
     """What a quantize pass reports: nodes quantized by op type, nodes left in float, sizes, plus
     `search` (the mixed-precision stats and anything else the pass recorded)."""
     op_type = {node.name: node.op_type for node in base.graph.node}

@@ -16,10 +16,36 @@ from passes import classifier_training
 from passes.base import TorchPass, TorchPassContext
 
 # Ops a channel passes through unchanged: elementwise, or per channel like Dropout2d.
-_CHANNELWISE_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardswish,
-                        nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Dropout, nn.Dropout2d, nn.Identity)
-_CHANNELWISE_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
-                          F.sigmoid, torch.sigmoid, torch.tanh, F.dropout}
+_CHANNELWISE_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+)
+_CHANNELWISE_FUNCTIONS = {
+    F.relu,
+    torch.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    F.sigmoid,
+    torch.sigmoid,
+    torch.tanh,
+    F.dropout,
+}
 _CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous"}
 # Per-channel spatial ops: valid on the 4-D tensor only, before it is flattened.
 _SPATIAL_MODULES = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -73,8 +99,10 @@ class PruneChannels(TorchPass):
 
         def __post_init__(self) -> None:
             if not (0 <= self.ratio < 1 and self.fine_tune_epochs >= 0 and self.lr > 0 and self.min_channels > 0):
-                raise ConfigError("prune-channels: options need 0 <= ratio < 1, fine_tune_epochs >= 0, lr > 0 "
-                                  f"and min_channels >= 1; got {self}")
+                raise ConfigError(
+                    "prune-channels: options need 0 <= ratio < 1, fine_tune_epochs >= 0, lr > 0 "
+                    f"and min_channels >= 1; got {self}"
+                )
 
     def run(self, module: Any, ctx: TorchPassContext) -> tuple[Any, dict[str, Any]]:
         pruned = copy.deepcopy(module).eval()  # everything below works on the copy
@@ -94,20 +122,24 @@ class PruneChannels(TorchPass):
         with torch.no_grad():
             shapes_after = _shapes(pruned(*examples)) if examples else None
         if shapes_after != shapes_before:
-            raise PassError(f"output shapes changed from {shapes_before} to {shapes_after}; "
-                            "leave the layers feeding the output out with `layers`")
+            raise PassError(
+                f"output shapes changed from {shapes_before} to {shapes_after}; "
+                "leave the layers feeding the output out with `layers`"
+            )
         if ctx.eval_data is not None:
             stats["accuracy_pruned"] = _accuracy(pruned, *ctx.eval_data)
 
         stats["fine_tuned"] = ctx.train_data is not None and self.config.fine_tune_epochs > 0
         if stats["fine_tuned"]:
-            classifier_training.fine_tune(pruned, *ctx.train_data, epochs=self.config.fine_tune_epochs,
-                                 lr=self.config.lr, seed=0)
+            classifier_training.fine_tune(
+                pruned, *ctx.train_data, epochs=self.config.fine_tune_epochs, lr=self.config.lr, seed=0
+            )
             if ctx.eval_data is not None:
                 stats["accuracy_fine_tuned"] = _accuracy(pruned, *ctx.eval_data)
         else:
-            stats["note"] = "not fine-tuned: " + ("no training data" if ctx.train_data is None
-                                                  else "fine_tune_epochs = 0")
+            stats["note"] = "not fine-tuned: " + (
+                "no training data" if ctx.train_data is None else "fine_tune_epochs = 0"
+            )
         return pruned.eval(), stats
 
 
@@ -124,16 +156,19 @@ def _plan(module: nn.Module, selected: tuple[str, ...] | None) -> tuple[list[_Gr
     if selected is not None:
         for name in selected:
             if name not in {n.target for n in convs}:
-                raise ConfigError(f"prune-channels: option 'layers' names '{name}', which is not a Conv2d "
-                                  f"called in forward(); {did_you_mean(name, {n.target for n in convs})}")
+                raise ConfigError(
+                    f"prune-channels: option 'layers' names '{name}', which is not a Conv2d "
+                    f"called in forward(); {did_you_mean(name, {n.target for n in convs})}"
+                )
         convs = [n for n in convs if n.target in selected]
     groups, skipped = [], {}
     for node in convs:
         shared = sum(n.target == node.target for n in calls) > 1
         if shared or module.get_submodule(node.target).groups != 1:
             what = "is called more than once in forward()" if shared else "is a grouped convolution"
-            raise PassError(f"layer '{node.target}' {what}, which prune-channels cannot shrink; "
-                            "leave it out with `layers`")
+            raise PassError(
+                f"layer '{node.target}' {what}, which prune-channels cannot shrink; leave it out with `layers`"
+            )
         group = _follow(module, node)
         if isinstance(group, str):
             skipped[node.target] = group
@@ -149,36 +184,46 @@ def _follow(module: nn.Module, conv: fx.Node) -> _Group | str:
     while True:
         users = list(node.users)
         if len(users) != 1:
-            raise PassError(f"layer '{conv.target}': its output feeds {len(users)} operations "
-                            f"({', '.join(u.name for u in users)}); branches and residual connections "
-                            "cannot be pruned (leave it out with `layers`)")
+            raise PassError(
+                f"layer '{conv.target}': its output feeds {len(users)} operations "
+                f"({', '.join(u.name for u in users)}); branches and residual connections "
+                "cannot be pruned (leave it out with `layers`)"
+            )
         user = users[0]
         if user.op == "output":
             return "its output is a model output; removing channels would change the output shape"
         if user.args[:1] != (node,) or _other_inputs(user):
-            raise PassError(f"layer '{conv.target}': its output reaches '{user.name}', which combines it "
-                            "with another tensor (residual add, concatenation); leave it out with `layers`")
+            raise PassError(
+                f"layer '{conv.target}': its output reaches '{user.name}', which combines it "
+                "with another tensor (residual add, concatenation); leave it out with `layers`"
+            )
         target = module.get_submodule(user.target) if user.op == "call_module" else user.target
         if type(target) is nn.BatchNorm2d and not flattened:
             scale_norm = user.target if node is conv else scale_norm
             norms.append(user.target)
         elif type(target) is nn.Conv2d and not flattened:
             if target.groups != 1:
-                raise PassError(f"layer '{conv.target}' feeds the grouped convolution '{user.target}', "
-                                "which prune-channels cannot shrink; leave it out with `layers`")
+                raise PassError(
+                    f"layer '{conv.target}' feeds the grouped convolution '{user.target}', "
+                    "which prune-channels cannot shrink; leave it out with `layers`"
+                )
             return _Group(conv.target, tuple(norms), scale_norm, user.target, 1)
         elif type(target) is nn.Linear and flattened:
             channels = module.get_submodule(conv.target).out_channels
             if target.in_features % channels:
-                raise PassError(f"layer '{user.target}' has {target.in_features} inputs, not a multiple of "
-                                f"the {channels} channels of '{conv.target}'; cannot map channels to inputs")
+                raise PassError(
+                    f"layer '{user.target}' has {target.in_features} inputs, not a multiple of "
+                    f"the {channels} channels of '{conv.target}'; cannot map channels to inputs"
+                )
             return _Group(conv.target, tuple(norms), scale_norm, user.target, target.in_features // channels)
         elif _flatten_start(user, target) == 1 and not flattened:
             flattened = True
         elif not _keeps_channels(user, target, flattened):
             kind = getattr(type(target) if isinstance(target, nn.Module) else target, "__name__", target)
-            raise PassError(f"layer '{conv.target}': its output reaches '{user.name}' ({kind}), which "
-                            "prune-channels cannot follow; leave the layer out with `layers`")
+            raise PassError(
+                f"layer '{conv.target}': its output reaches '{user.name}' ({kind}), which "
+                "prune-channels cannot follow; leave the layer out with `layers`"
+            )
         node = user
 
 
@@ -195,23 +240,22 @@ def _keeps_channels(node: fx.Node, target: Any, flattened: bool) -> bool:
     if node.op == "call_module":
         return isinstance(target, modules)
     return (node.op == "call_function" and target in functions) or (
-        node.op == "call_method" and target in _CHANNELWISE_METHODS)
+        node.op == "call_method" and target in _CHANNELWISE_METHODS
+    )
 
 
 def _flatten_start(node: fx.Node, target: Any) -> int | None:
     """start_dim of a flatten that runs to the last dim (nn.Flatten, torch.flatten, Tensor.flatten)."""
     if node.op == "call_module" and type(target) is nn.Flatten:
         return target.start_dim if target.end_dim == -1 else None
-    if (node.op == "call_function" and target is torch.flatten) or (node.op == "call_method"
-                                                                     and target == "flatten"):
+    if (node.op == "call_function" and target is torch.flatten) or (node.op == "call_method" and target == "flatten"):
         start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
         end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
         return start if end == -1 else None
     return None
 
 
-def _apply(module: nn.Module, groups: list[_Group], ratio: float,
-           min_channels: int) -> dict[str, dict[str, int]]:
+def _apply(module: nn.Module, groups: list[_Group], ratio: float, min_channels: int) -> dict[str, dict[str, int]]:
     """Rank and slice every group; each layer is rebuilt once with its kept inputs and outputs."""
     kept_out: dict[str, torch.Tensor] = {}
     kept_in: dict[str, torch.Tensor] = {}
@@ -248,9 +292,18 @@ def _sliced_conv(old: nn.Conv2d, inputs: torch.Tensor | None, outputs: torch.Ten
     weight = old.weight.detach()
     weight = weight if inputs is None else weight[:, inputs]
     weight = weight if outputs is None else weight[outputs]
-    new = nn.Conv2d(weight.shape[1], weight.shape[0], old.kernel_size, old.stride, old.padding, old.dilation,
-                    bias=old.bias is not None, padding_mode=old.padding_mode,
-                    device=weight.device, dtype=weight.dtype)
+    new = nn.Conv2d(
+        weight.shape[1],
+        weight.shape[0],
+        old.kernel_size,
+        old.stride,
+        old.padding,
+        old.dilation,
+        bias=old.bias is not None,
+        padding_mode=old.padding_mode,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
     with torch.no_grad():
         new.weight.copy_(weight)
         if old.bias is not None:
@@ -259,17 +312,24 @@ def _sliced_conv(old: nn.Conv2d, inputs: torch.Tensor | None, outputs: torch.Ten
 
 
 def _sliced_norm(old: nn.BatchNorm2d, kept: torch.Tensor) -> nn.BatchNorm2d:
-    new = nn.BatchNorm2d(len(kept), old.eps, old.momentum, old.affine, old.track_running_stats,
-                         device=kept.device, dtype=old.weight.dtype if old.affine else None)
-    state = {key: (value[kept] if value.dim() == 1 else value.clone())
-             for key, value in old.state_dict().items()}
+    new = nn.BatchNorm2d(
+        len(kept),
+        old.eps,
+        old.momentum,
+        old.affine,
+        old.track_running_stats,
+        device=kept.device,
+        dtype=old.weight.dtype if old.affine else None,
+    )
+    state = {key: (value[kept] if value.dim() == 1 else value.clone()) for key, value in old.state_dict().items()}
     new.load_state_dict(state)
     return new.train(old.training)
 
 
 def _sliced_linear(old: nn.Linear, columns: torch.Tensor) -> nn.Linear:
-    new = nn.Linear(len(columns), old.out_features, bias=old.bias is not None,
-                    device=old.weight.device, dtype=old.weight.dtype)
+    new = nn.Linear(
+        len(columns), old.out_features, bias=old.bias is not None, device=old.weight.device, dtype=old.weight.dtype
+    )
     with torch.no_grad():
         new.weight.copy_(old.weight[:, columns])
         if old.bias is not None:

@@ -39,8 +39,13 @@ class PruneMagnitude(GraphPass):
 
     name: ClassVar[str] = "prune-magnitude"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "numpy")
-    must_precede: ClassVar[tuple[str, ...]] = ("fuse", "quantize-dynamic-int8", "quantize-static-int8",
-                                                "convert-fp16", "quantize-int4-weights")
+    must_precede: ClassVar[tuple[str, ...]] = (
+        "fuse",
+        "quantize-dynamic-int8",
+        "quantize-static-int8",
+        "convert-fp16",
+        "quantize-int4-weights",
+    )
 
     @dataclass(frozen=True)
     class Config:
@@ -50,22 +55,24 @@ class PruneMagnitude(GraphPass):
 
         def __post_init__(self) -> None:
             if not 0.0 <= self.sparsity < 1.0:
-                raise ConfigError(f"prune-magnitude: option 'sparsity' must be in [0, 1), "
-                                  f"got {self.sparsity}")
+                raise ConfigError(f"prune-magnitude: option 'sparsity' must be in [0, 1), got {self.sparsity}")
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         pruned = onnx.ModelProto()
         pruned.CopyFrom(model)
         targets = _weight_initializers(pruned, self.config.min_size)
         if not targets:
-            raise PassError(f"no Conv/ConvTranspose/MatMul/Gemm weight initializer with at least "
-                            f"min_size={self.config.min_size} float values to prune")
+            raise PassError(
+                f"no Conv/ConvTranspose/MatMul/Gemm weight initializer with at least "
+                f"min_size={self.config.min_size} float values to prune"
+            )
         weights = {init.name: numpy_helper.to_array(init) for init in targets}
         if self.config.scope == "global":
             masks = _global_masks(weights, self.config.sparsity)
         else:
-            masks = {name: _smallest(np.abs(w).ravel(), self.config.sparsity).reshape(w.shape)
-                     for name, w in weights.items()}
+            masks = {
+                name: _smallest(np.abs(w).ravel(), self.config.sparsity).reshape(w.shape) for name, w in weights.items()
+            }
         per_tensor = {}
         for init in targets:
             values = np.where(masks[init.name], 0, weights[init.name]).astype(weights[init.name].dtype)
@@ -75,12 +82,18 @@ class PruneMagnitude(GraphPass):
         zeros = sum(int(np.sum(masks[name] | (w == 0))) for name, w in weights.items())
         before_bytes, after_bytes = model.SerializeToString(), pruned.SerializeToString()
         stats: dict[str, Any] = {
-            "scope": self.config.scope, "tensors_pruned": len(targets), "weights_considered": total,
-            "sparsity_target": self.config.sparsity, "sparsity_achieved": round(zeros / total, 4),
+            "scope": self.config.scope,
+            "tensors_pruned": len(targets),
+            "weights_considered": total,
+            "sparsity_target": self.config.sparsity,
+            "sparsity_achieved": round(zeros / total, 4),
             "per_tensor_sparsity": per_tensor,
-            "raw_bytes_before": len(before_bytes), "raw_bytes_after": len(after_bytes),
+            "raw_bytes_before": len(before_bytes),
+            "raw_bytes_after": len(after_bytes),
             "zlib_bytes_before": len(zlib.compress(before_bytes)),
-            "zlib_bytes_after": len(zlib.compress(after_bytes)), "note": _NOTE}
+            "zlib_bytes_after": len(zlib.compress(after_bytes)),
+            "note": _NOTE,
+        }
         return PassResult(pruned, stats)
 
 
@@ -111,6 +124,6 @@ def _global_masks(weights: dict[str, np.ndarray], fraction: float) -> dict[str, 
     mask = _smallest(flat, fraction)
     masks, offset = {}, 0
     for name, w in weights.items():
-        masks[name] = mask[offset:offset + w.size].reshape(w.shape)
+        masks[name] = mask[offset : offset + w.size].reshape(w.shape)
         offset += w.size
     return masks

@@ -51,24 +51,35 @@ class QuantizeInt4Weights(GraphPass):
 
         def __post_init__(self) -> None:
             if self.block_size < 16 or self.block_size & (self.block_size - 1):
-                raise ConfigError(f"quantize-int4-weights: option 'block_size' must be a power of two "
-                                  f">= 16 (MatMulNBits), got {self.block_size}")
+                raise ConfigError(
+                    f"quantize-int4-weights: option 'block_size' must be a power of two "
+                    f">= 16 (MatMulNBits), got {self.block_size}"
+                )
             if self.accuracy_level is not None and not 0 <= self.accuracy_level <= 4:
-                raise ConfigError(f"quantize-int4-weights: option 'accuracy_level' must be 0-4, "
-                                  f"got {self.accuracy_level}")
+                raise ConfigError(
+                    f"quantize-int4-weights: option 'accuracy_level' must be 0-4, got {self.accuracy_level}"
+                )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config
         candidates = _constant_weight_matmuls(model)
         if not candidates:
-            ops = Counter(node.op_type for node in model.graph.node if node.op_type in
-                          ("MatMul", "Gemm", "Conv", "Attention", "MatMulNBits"))
-            return nothing_to_do(model, f"no MatMul with a constant float weight (weight-carrying ops found: "
-                                        f"{dict(ops) or 'none'}; Gemm/Conv/Attention are not handled)")
+            ops = Counter(
+                node.op_type
+                for node in model.graph.node
+                if node.op_type in ("MatMul", "Gemm", "Conv", "Attention", "MatMulNBits")
+            )
+            return nothing_to_do(
+                model,
+                f"no MatMul with a constant float weight (weight-carrying ops found: "
+                f"{dict(ops) or 'none'}; Gemm/Conv/Attention are not handled)",
+            )
         unknown = [name for name in config.nodes_to_exclude if name not in candidates]
         if unknown:
-            raise PassError(f"nodes_to_exclude names '{unknown[0]}', which is not a MatMul with a constant "
-                            f"weight; {did_you_mean(unknown[0], candidates)}")
+            raise PassError(
+                f"nodes_to_exclude names '{unknown[0]}', which is not a MatMul with a constant "
+                f"weight; {did_you_mean(unknown[0], candidates)}"
+            )
 
         def quantize(excluded: tuple[str, ...]) -> onnx.ModelProto:
             return _quantize(model, config, (*config.nodes_to_exclude, *excluded))
@@ -76,16 +87,22 @@ class QuantizeInt4Weights(GraphPass):
         quantized = quantize(())
         ops = Counter(node.op_type for node in quantized.graph.node)
         if not ops["MatMulNBits"]:
-            raise PassError(f"the quantizer left every MatMul in float "
-                            f"(candidates: {sorted(candidates)[:5]})")
+            raise PassError(f"the quantizer left every MatMul in float (candidates: {sorted(candidates)[:5]})")
         remaining = [name for name in candidates if name not in config.nodes_to_exclude]
         quantized, _, search = search_if_enabled(config, model, quantize, quantized, remaining, ctx)
         ops = Counter(node.op_type for node in quantized.graph.node)
-        return PassResult(quantized, {
-            "matmuls_quantized": ops["MatMulNBits"], "matmuls_left_float": ops["MatMul"],
-            "tied_tables_shared": ops["GatherBlockQuantized"],
-            "excluded": [*config.nodes_to_exclude, *search.get("mixed_precision", {}).get("excluded_nodes", [])],
-            "bytes_before": model.ByteSize(), "bytes_after": quantized.ByteSize(), **search})
+        return PassResult(
+            quantized,
+            {
+                "matmuls_quantized": ops["MatMulNBits"],
+                "matmuls_left_float": ops["MatMul"],
+                "tied_tables_shared": ops["GatherBlockQuantized"],
+                "excluded": [*config.nodes_to_exclude, *search.get("mixed_precision", {}).get("excluded_nodes", [])],
+                "bytes_before": model.ByteSize(),
+                "bytes_after": quantized.ByteSize(),
+                **search,
+            },
+        )
 
 
 def _quantize(model: onnx.ModelProto, config: QuantizeInt4Weights.Config, excluded: tuple[str, ...]) -> onnx.ModelProto:
@@ -93,8 +110,9 @@ def _quantize(model: onnx.ModelProto, config: QuantizeInt4Weights.Config, exclud
 
     copy = onnx.ModelProto()
     copy.CopyFrom(model)  # the quantizer edits the model it is given
-    algo = DefaultWeightOnlyQuantConfig(block_size=config.block_size, is_symmetric=config.symmetric,
-                                        accuracy_level=config.accuracy_level, bits=4)
+    algo = DefaultWeightOnlyQuantConfig(
+        block_size=config.block_size, is_symmetric=config.symmetric, accuracy_level=config.accuracy_level, bits=4
+    )
     quantizer = MatMulNBitsQuantizer(copy, nodes_to_exclude=list(excluded), algo_config=algo)
     # It logs one INFO line per node; the build report carries the counts instead.
     logger = logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")
@@ -132,8 +150,15 @@ def share_tied_tables(model: onnx.ModelProto) -> list[str]:
         axis = next((attr.i for attr in node.attribute if attr.name == "axis"), 0)
         table = initializers.get(node.input[0]) if node.op_type == "Gather" else None
         matmul = nbits.get(f"{table.name}_Q4") if table is not None else None
-        if (table is None or matmul is None or len(table.dims) != 2 or axis != 1 or uses[table.name] != 1
-                or len(matmul.input) > 3 or ranks.get(node.input[1]) != 1):
+        if (
+            table is None
+            or matmul is None
+            or len(table.dims) != 2
+            or axis != 1
+            or uses[table.name] != 1
+            or len(matmul.input) > 3
+            or ranks.get(node.input[1]) != 1
+        ):
             nodes.append(node)
             continue
         attrs = {attr.name: attr.i for attr in matmul.attribute}
@@ -141,16 +166,27 @@ def share_tied_tables(model: onnx.ModelProto) -> list[str]:
         blocks = scales.size // attrs["N"]
         name, out, k = node.name, node.output[0], int(table.dims[0])
         model.graph.initializer.remove(table)
-        model.graph.initializer.extend([
-            numpy_helper.from_array(scales.reshape(attrs["N"], blocks, 1), f"{table.name}_gather_scales"),
-            numpy_helper.from_array(np.array([-1, k], dtype=np.int64), f"{table.name}_gather_shape"),
-        ])
+        model.graph.initializer.extend(
+            [
+                numpy_helper.from_array(scales.reshape(attrs["N"], blocks, 1), f"{table.name}_gather_scales"),
+                numpy_helper.from_array(np.array([-1, k], dtype=np.int64), f"{table.name}_gather_shape"),
+            ]
+        )
         nodes += [
-            helper.make_node("GatherBlockQuantized", [matmul.input[1], node.input[1], f"{table.name}_gather_scales"],
-                             [f"{out}_rows"], name=f"{name}_int4", domain="com.microsoft", gather_axis=0,
-                             quantize_axis=2, block_size=attrs["block_size"], bits=4),
-            helper.make_node("Reshape", [f"{out}_rows", f"{table.name}_gather_shape"], [f"{out}_flat"],
-                             name=f"{name}_reshape"),
+            helper.make_node(
+                "GatherBlockQuantized",
+                [matmul.input[1], node.input[1], f"{table.name}_gather_scales"],
+                [f"{out}_rows"],
+                name=f"{name}_int4",
+                domain="com.microsoft",
+                gather_axis=0,
+                quantize_axis=2,
+                block_size=attrs["block_size"],
+                bits=4,
+            ),
+            helper.make_node(
+                "Reshape", [f"{out}_rows", f"{table.name}_gather_shape"], [f"{out}_flat"], name=f"{name}_reshape"
+            ),
             helper.make_node("Transpose", [f"{out}_flat"], [out], name=f"{name}_transpose", perm=[1, 0]),
         ]
         shared.append(table.name)

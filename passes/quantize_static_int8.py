@@ -34,8 +34,11 @@ from passes.mixed_precision import (
 )
 
 _TYPES = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
-_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-            "percentile": CalibrationMethod.Percentile}
+_METHODS = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
 
 
 class QuantizeStaticInt8(GraphPass):
@@ -59,8 +62,7 @@ class QuantizeStaticInt8(GraphPass):
     name: ClassVar[str] = "quantize-static-int8"
     tools: ClassVar[tuple[str, ...]] = ("onnx", "onnxruntime")
     needs: ClassVar[frozenset[str]] = frozenset({"calibration"})
-    conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "convert-fp16",
-                                                 "quantize-int4-weights")
+    conflicts_with: ClassVar[tuple[str, ...]] = ("quantize-dynamic-int8", "convert-fp16", "quantize-int4-weights")
 
     @dataclass(frozen=True)
     class Config(MixedPrecisionOptions):
@@ -77,17 +79,17 @@ class QuantizeStaticInt8(GraphPass):
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         config = self.config
         if config.target_fidelity is not None and not config.mixed_precision:
-            raise PassError(f"option target_fidelity = {config.target_fidelity} needs mixed_precision = true "
-                            "(the mixed-precision search is what raises fidelity)")
+            raise PassError(
+                f"option target_fidelity = {config.target_fidelity} needs mixed_precision = true "
+                "(the mixed-precision search is what raises fidelity)"
+            )
         if config.calibration_samples < 1:
             raise PassError(f"option calibration_samples = {config.calibration_samples} must be at least 1")
         check_exclusions(model, config.nodes_to_exclude)
         feeds = _calibration_feeds(model, ctx, config.calibration_samples)
-        stats: dict[str, Any] = {"calibration_samples": len(feeds),
-                                 "calibrate_method": config.calibrate_method}
+        stats: dict[str, Any] = {"calibration_samples": len(feeds), "calibrate_method": config.calibrate_method}
 
-        with quiet_preprocess_hint(), tempfile.TemporaryDirectory(
-                dir=ctx.workdir, prefix="quantize-static-") as tmp:
+        with quiet_preprocess_hint(), tempfile.TemporaryDirectory(dir=ctx.workdir, prefix="quantize-static-") as tmp:
             source = Path(tmp) / "input.onnx"
             onnx_io.save(model, source)  # ORT reads files; saving also keeps `model` itself untouched
             large = onnx_io.tensor_bytes(model) > onnx_io.EXTERNAL_ABOVE  # ORT then writes external data
@@ -98,8 +100,10 @@ class QuantizeStaticInt8(GraphPass):
                 names = {node.name for node in base.graph.node}
                 for name in config.nodes_to_exclude:
                     if name not in names:  # ORT would silently quantize what replaced it
-                        raise PassError(f"nodes_to_exclude names '{name}', which quant_pre_process merged "
-                                        "away; set preprocess = false to keep the graph as it is")
+                        raise PassError(
+                            f"nodes_to_exclude names '{name}', which quant_pre_process merged "
+                            "away; set preprocess = false to keep the graph as it is"
+                        )
             # Calibration is the slow part: ORT stores the ranges here and reuses them whenever
             # the mixed-precision search re-quantizes with other nodes excluded.
             ranges = Path(tmp) / "calibration.json"
@@ -107,15 +111,22 @@ class QuantizeStaticInt8(GraphPass):
             def quantize(excluded: tuple[str, ...], reader: _FeedReader | None = None) -> onnx.ModelProto:
                 target = Path(tmp) / "quantized.onnx"
                 with contextlib.redirect_stdout(sys.stderr):  # ORT's calibrators print; stdout is for data
-                    quantize_static(source, target, reader, quant_format=QuantFormat.QDQ,
-                                    op_types_to_quantize=list(config.op_types_to_quantize) or None,
-                                    per_channel=config.per_channel, reduce_range=config.reduce_range,
-                                    activation_type=_TYPES[config.activation_type],
-                                    weight_type=_TYPES[config.weight_type],
-                                    nodes_to_exclude=[*config.nodes_to_exclude, *excluded],
-                                    calibrate_method=_METHODS[config.calibrate_method],
-                                    calibration_cache_path=ranges, use_external_data_format=large,
-                                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+                    quantize_static(
+                        source,
+                        target,
+                        reader,
+                        quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(config.op_types_to_quantize) or None,
+                        per_channel=config.per_channel,
+                        reduce_range=config.reduce_range,
+                        activation_type=_TYPES[config.activation_type],
+                        weight_type=_TYPES[config.weight_type],
+                        nodes_to_exclude=[*config.nodes_to_exclude, *excluded],
+                        calibrate_method=_METHODS[config.calibrate_method],
+                        calibration_cache_path=ranges,
+                        use_external_data_format=large,
+                        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+                    )
                 return onnx_io.load(target)
 
             # Only this first call calibrates, so only it shows a bar (rich allows one at a time,
@@ -125,18 +136,21 @@ class QuantizeStaticInt8(GraphPass):
                 quantized = quantize((), _FeedReader(feeds, lambda: bar.advance(task)))
             # An excluded node can still read a DequantizeLinear output (its producer is quantized)
             excluded = set(config.nodes_to_exclude)
-            candidates = [name for name in _quantized_nodes(base, quantized, config.op_types_to_quantize)
-                          if name not in excluded]
+            candidates = [
+                name for name in _quantized_nodes(base, quantized, config.op_types_to_quantize) if name not in excluded
+            ]
             if not candidates:
                 present = sorted({node.op_type for node in base.graph.node})
                 wanted = "/".join(config.op_types_to_quantize) or "quantizable"
-                return nothing_to_do(model, f"no {wanted} node outside nodes_to_exclude; the model has "
-                                            f"{', '.join(present)}")
+                return nothing_to_do(
+                    model, f"no {wanted} node outside nodes_to_exclude; the model has {', '.join(present)}"
+                )
             quantized, candidates, search = search_if_enabled(config, base, quantize, quantized, candidates, ctx)
             stats.update(search)
 
-        return PassResult(quantized, quantization_stats(base, model, quantized, candidates, config.nodes_to_exclude,
-                                                        stats))
+        return PassResult(
+            quantized, quantization_stats(base, model, quantized, candidates, config.nodes_to_exclude, stats)
+        )
 
 
 class _FeedReader(CalibrationDataReader):
@@ -157,14 +171,14 @@ def _calibration_feeds(model: onnx.ModelProto, ctx: PassContext, limit: int) -> 
     """The first `limit` calibration inputs, restricted to the model's inputs (DataError if none)."""
     feeds = ctx.calibration()  # raises DataError itself when the recipe names no data
     if not feeds:
-        raise DataError("quantize-static-int8 needs calibration data: "
-                        "the recipe's data.representative is empty")
+        raise DataError("quantize-static-int8 needs calibration data: the recipe's data.representative is empty")
     constants = {init.name for init in model.graph.initializer}
     names = [value.name for value in model.graph.input if value.name not in constants]
     missing = [name for name in names if name not in feeds[0]]
     if missing:
-        raise DataError(f"quantize-static-int8: calibration data lacks model input(s) {missing}; "
-                        f"it has {sorted(feeds[0])}")
+        raise DataError(
+            f"quantize-static-int8: calibration data lacks model input(s) {missing}; it has {sorted(feeds[0])}"
+        )
     return [{name: feed[name] for name in names} for feed in feeds[:limit]]
 
 
@@ -185,8 +199,10 @@ def _quantized_nodes(base: onnx.ModelProto, quantized: onnx.ModelProto, op_types
     a DequantizeLinear output too, yet runs in FP32.
     """
     types = set(op_types or (*QLinearOpsRegistry, *QDQRegistry))  # ORT's own default when empty
-    dequantized = {out for node in quantized.graph.node if node.op_type == "DequantizeLinear"
-                   for out in node.output}
+    dequantized = {out for node in quantized.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
     names = {node.name for node in base.graph.node if node.name}
-    return [node.name for node in quantized.graph.node
-            if node.name in names and node.op_type in types and any(name in dequantized for name in node.input)]
+    return [
+        node.name
+        for node in quantized.graph.node
+        if node.name in names and node.op_type in types and any(name in dequantized for name in node.input)
+    ]
