@@ -28,10 +28,12 @@ import numpy as np
 from compiler.backends.base import CompileRequest, Execution, Feeds, Outputs, Predict
 from compiler.backends.ort import OrtBackend
 from compiler.errors import ConfigError
+from compiler.progress import LOG_EVERY_S, step
 from compiler.shipped import package_file
 from compiler.toolchains.arm64 import (
     CPU_MODELS,
     INTEGER_MAC,
+    BatchProgress,
     Userland,
     cpu_model,
     emulation_versions,
@@ -55,11 +57,14 @@ def operator_list(model: Path) -> list[str]:
 
 
 def run_worker(request: dict[str, Any], cpu: str, what: str, count_to: Path | None = None) -> dict[str, Any]:
-    """Run ort_aarch64_worker.py on `request` in the userland on `cpu`; its JSON result."""
+    """Run ort_aarch64_worker.py on `request` in the userland on `cpu`; its JSON result. A request
+    with "batches" reports how far it is (BatchProgress) in the periodic progress line."""
     with tempfile.TemporaryDirectory(prefix="edgebuild-arm64-request-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        request_path.write_text(json.dumps({**request, "result": str(result_path)}))
-        Userland().run_python(cpu, WORKER, [str(request_path)], what, TIMEOUT_S, count_to)
+        progress = Path(tmp) / "progress"
+        request_path.write_text(json.dumps({**request, "result": str(result_path), "progress": str(progress)}))
+        status = BatchProgress(progress, request["batches"]) if "batches" in request else None
+        Userland().run_python(cpu, WORKER, [str(request_path)], what, TIMEOUT_S, count_to, status)
         loaded: dict[str, Any] = json.loads(result_path.read_text())
     return loaded
 
@@ -221,6 +226,7 @@ class OrtAarch64Backend(OrtBackend):
                 "out": str(out),
             }
             request["batches"] = len(batches)
+            step(f"emulated: a progress line with the time left every {LOG_EVERY_S:.0f} s ({len(batches)} batches)")
             run_worker(request, self.cpu, f"{artifact.name} ({len(batches)} batches)")
             results = []
             for index in range(len(batches)):

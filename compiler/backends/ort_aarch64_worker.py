@@ -4,7 +4,7 @@ Imports only what the userland has (numpy, onnxruntime, the standard library): i
 edgebuild. Usage: `python3.11 ort_aarch64_worker.py REQUEST.json`; the request's "command" is
 
 - "outputs": run `model` on every inputs/<i>.npz (arrays named by input) and write
-  out/<i>.npz (arrays "0", "1", ... in output order);
+  out/<i>.npz (arrays "0", "1", ... in output order), writing the count done so far to `progress`;
 - "serve": answer requests on stdin until EOF or a zero length: each is an 8-byte little-endian
   length and an .npz of named inputs; each answer the same framing around an .npz of the outputs
   ("0", "1", ...): a session the build calls step by step (a generation loop);
@@ -79,6 +79,7 @@ def main(request_path: str) -> int:
         for index in range(request["batches"]):
             outputs = sess.run(None, load_feeds(inputs / f"{index}.npz"))
             np.savez(out / f"{index}.npz", **{str(i): array for i, array in enumerate(outputs)})
+            Path(request["progress"]).write_text(str(index + 1))  # the build's progress line reads it
     elif request["command"] == "serve":
         serve(sess, sys.stdin.buffer, sys.stdout.buffer)
     elif request["command"] == "count":

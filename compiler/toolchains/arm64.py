@@ -36,13 +36,15 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock
 
 from compiler.errors import ConfigError, UserError, did_you_mean
-from compiler.progress import heartbeat, step
+from compiler.progress import elapsed, heartbeat, step
 from compiler.shipped import package_file, shipped
 from compiler.toolchains import read_pins
 from compiler.toolchains.apt import ensure_programs, first_line, package_version, source_version
@@ -174,16 +176,18 @@ def run_guest(
     env: dict[str, str] | None = None,
     count_instructions: Path | None = None,
     home: Path | None = None,
+    status: Callable[[], str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the aarch64 program `argv` under qemu-aarch64 -cpu `cpu`, libraries from `sysroot`.
 
     `what` names the program in messages. With `count_instructions`, the counting plugin writes its
-    JSON there when the program exits. Returns the finished process (exit 0); anything else is a
-    UserError (see `guest_failure`).
+    JSON there when the program exits. `status` adds to the periodic "still running" line (e.g.
+    BatchProgress). Returns the finished process (exit 0); anything else is a UserError (see
+    `guest_failure`).
     """
     command = guest_command(cpu, sysroot, argv, env, count_instructions, home)
     try:
-        with heartbeat(f"{what} under qemu-aarch64 -cpu {cpu}"):
+        with heartbeat(f"{what} under qemu-aarch64 -cpu {cpu}", status):
             result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired as error:
         raise UserError(f"{what} did not finish within {timeout_s} s under qemu-aarch64 -cpu {cpu}") from error
@@ -418,11 +422,12 @@ class Userland:
         what: str,
         timeout_s: int,
         count_instructions: Path | None = None,
+        status: Callable[[], str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run `script` (a file, or a module name as for `python -m`) with the userland's python3.11
         on the emulated `cpu` (host paths are visible)."""
         argv = self._argv(script, arguments)
-        return run_guest(cpu, self.rootfs, argv, what, timeout_s, self._env(), count_instructions, self.home)
+        return run_guest(cpu, self.rootfs, argv, what, timeout_s, self._env(), count_instructions, self.home, status)
 
     def python_command(self, cpu: str, script: Path | str, arguments: list[str]) -> list[str]:
         """The host command running `script` in the userland on `cpu` (for a long-lived guest process)."""
@@ -444,6 +449,25 @@ class Userland:
         }
 
 
+class BatchProgress:
+    """The status of a guest working through `total` batches, for the periodic progress line: the
+    guest writes how many it has done to `path` (a decimal number), this turns that into
+    "3/16 batches, 41 s each, about 9 min left" (an estimate from the batches done so far)."""
+
+    def __init__(self, path: Path, total: int) -> None:
+        self.path, self.total, self.started = path, total, time.monotonic()
+
+    def __call__(self) -> str:
+        try:
+            done = int(self.path.read_text().strip() or 0)
+        except (OSError, ValueError):
+            done = 0
+        if done == 0:
+            return f"0/{self.total} batches (the guest is starting: python and the runtime load under emulation)"
+        each = (time.monotonic() - self.started) / done
+        return f"{done}/{self.total} batches, {each:.0f} s each, about {elapsed(each * (self.total - done))} left"
+
+
 def emulation_versions(cpu: str) -> dict[str, str]:
     """What an emulated verification depends on, for cache keys and reports."""
     return {"qemu-user": package_version("qemu-user"), "cpu": cpu}
@@ -452,6 +476,7 @@ def emulation_versions(cpu: str) -> dict[str, str]:
 __all__ = [
     "CLASSES",
     "CPU_MODELS",
+    "BatchProgress",
     "INTEGER_MAC",
     "MARK_MAGIC",
     "DEVICE_LOCK",
