@@ -6,6 +6,7 @@ numpy (a board's client has no `onnx` package): a ModelProto is accepted by its 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -76,7 +77,9 @@ def run_batches(sess: ort.InferenceSession, batches: list[Feeds]) -> list[list[n
 
 
 def first_line(error: BaseException) -> str:
-    text = str(error).strip()
+    """The message of an ORT error without its C++ source location and function signature
+    ("/onnxruntime_src/...:256 onnxruntime::Model::Model(...) Unsupported model IR version: 14")."""
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ [\w:~<>]+\([^)]*\)\s*", "", str(error)).strip()
     return text.splitlines()[0][:300] if text else type(error).__name__
 
 

@@ -9,6 +9,8 @@ What: `normalize(model)` returns the model and one note per change:
 - weights a graph computes with ConstantOfShape from constant shapes (ONNX's "light" model-zoo
   files hold no weights at all, only their shapes) are stored as initializers, so the imported model
   holds its real weights and every size ratio is against them;
+- an IR version newer than this ONNX Runtime reads (what a newer onnx package writes) is lowered
+  to the newest it reads, when the model's opsets allow;
 - a default-domain opset below MIN_OPSET is upgraded to TARGET_OPSET with onnx.version_converter:
   ONNX Runtime has no kernels for some old operator versions (Gemm-6, BatchNormalization-6, PRelu-6,
   Mul-6), and ORT's quantizers write per-channel DequantizeLinear with an `axis` attribute that
@@ -20,6 +22,8 @@ ModelError saying which converter step failed.
 """
 
 from __future__ import annotations
+
+from functools import cache
 
 import onnx
 from onnx import helper, version_converter
@@ -37,7 +41,8 @@ def default_opset(model: onnx.ModelProto) -> int:
 
 
 def normalize(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, list[str]]:
-    """`model` in the tested form (see the module docstring), and what was changed, one note each."""
+    """`model` in the tested form (see the module docstring), and what was changed, one note each.
+    Edits `model` itself (the import owns the copy it loaded)."""
     notes: list[str] = []
     initializers = {tensor.name for tensor in model.graph.initializer}
     listed = [value for value in model.graph.input if value.name in initializers]
@@ -60,7 +65,40 @@ def normalize(model: onnx.ModelProto, where: str) -> tuple[onnx.ModelProto, list
     if model.ir_version < needed:
         notes.append(f"IR version {model.ir_version} raised to {needed} (what opset {default_opset(model)} needs)")
         model.ir_version = needed
+    readable = runtime_max_ir()
+    if model.ir_version > readable:  # a newer onnx package wrote it (onnx 1.23's helper writes IR 14)
+        if needed > readable:
+            raise ModelError(
+                f"{where}: IR version {model.ir_version} and opset {default_opset(model)} are newer than ONNX Runtime "
+                f"reads (IR {readable}); export at an opset it supports"
+            )
+        notes.append(f"IR version {model.ir_version} lowered to {readable}, the newest ONNX Runtime reads")
+        model.ir_version = readable
     return model, notes
+
+
+@cache
+def runtime_max_ir() -> int:
+    """The newest IR version this ONNX Runtime loads, probed once with a one-node model."""
+    import onnxruntime as ort
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["y"])],
+        "probe",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])],
+    )
+    probe = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    for version in range(onnx.IR_VERSION, 6, -1):
+        probe.ir_version = version
+        try:
+            ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        except Exception:  # ORT raises a bare Fail for an IR version it does not read
+            continue
+        return version
+    return 7
 
 
 def _upgrade(model: onnx.ModelProto, opset: int, where: str) -> onnx.ModelProto:
@@ -132,4 +170,4 @@ def _align_prelu_slopes(model: onnx.ModelProto) -> None:
             slope.CopyFrom(numpy_helper.from_array(array, slope.name))
 
 
-__all__ = ["MIN_OPSET", "TARGET_OPSET", "default_opset", "normalize"]
+__all__ = ["MIN_OPSET", "TARGET_OPSET", "default_opset", "normalize", "runtime_max_ir"]

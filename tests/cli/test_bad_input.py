@@ -114,7 +114,34 @@ def test_missing_data_file(tmp_path: Path) -> None:
 
 
 def test_pass_that_cannot_apply_names_the_pass(tmp_path: Path) -> None:
-    """INT4 weight quantization on a model with no MatMul: the pass says why."""
+    """convert-fp16 told to keep a node the graph does not have: the pass says which."""
+    from tests.onnx_helpers import tiny_cnn
+
+    model, _ = tiny_cnn()
+    path = tmp_path / "convonly.onnx"
+    path.write_bytes(model.SerializeToString())
+    target = variant(
+        tmp_path,
+        "desktop-fp32",
+        {'{ pass = "fuse" },': '{ pass = "convert-fp16", node_block_list = ["/no/such/node"] },'},
+        "fp16-block",
+    )
+    result = edgebuild("build", "--onnx", str(path), "-t", str(target), "--artifacts", str(tmp_path / "a"))
+    assert_user_error(
+        result, r"error in pass 'convert-fp16' after \['fold-constants'\]: .*not in the graph", tmp_path / "a"
+    )
+    # The failing pass left a reproducer; `edgebuild replay` re-runs just that pass and fails the same way.
+    import re
+
+    where = re.search(r"reproducer: edgebuild replay (\S+)\)", result.stderr).group(1)
+    assert Path(where).is_relative_to(tmp_path / "a" / "cache")
+    replayed = edgebuild("replay", where)
+    assert replayed.returncode == 2 and "Traceback" not in replayed.stderr
+    assert "error in pass 'convert-fp16' after ['fold-constants']" in replayed.stderr
+
+
+def test_pass_with_nothing_to_do_passes_the_model_on(tmp_path: Path) -> None:
+    """INT4 weight quantization on a model with no MatMul: the build says so and goes on."""
     from tests.onnx_helpers import tiny_cnn
 
     model, _ = tiny_cnn()
@@ -124,14 +151,6 @@ def test_pass_that_cannot_apply_names_the_pass(tmp_path: Path) -> None:
         tmp_path, "desktop-fp32", {'{ pass = "fuse" },': '{ pass = "quantize-int4-weights" },'}, "int4-only"
     )
     result = edgebuild("build", "--onnx", str(path), "-t", str(target), "--artifacts", str(tmp_path / "a"))
-    assert_user_error(
-        result, r"error in pass 'quantize-int4-weights' after \['fold-constants'\]: .*MatMul", tmp_path / "a"
-    )
-    # The failing pass left a reproducer; `edgebuild replay` re-runs just that pass and fails the same way.
-    import re
-
-    where = re.search(r"reproducer: edgebuild replay (\S+)\)", result.stderr).group(1)
-    assert Path(where).is_relative_to(tmp_path / "a" / "cache")
-    replayed = edgebuild("replay", where)
-    assert replayed.returncode == 2 and "Traceback" not in replayed.stderr
-    assert "error in pass 'quantize-int4-weights' after ['fold-constants']" in replayed.stderr
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "pass quantize-int4-weights: nothing to do (no MatMul with a constant float weight" in output
