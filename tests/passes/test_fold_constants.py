@@ -161,3 +161,36 @@ def test_unknown_op_is_refused_naming_it(tmp_path: Path) -> None:
     )
     with pytest.raises(PassError, match=r"fold-constants.*cannot load the input model.*Mystery"):
         fold(model, [], tmp_path, family="other")
+
+
+def invented_output_dim() -> onnx.ModelProto:
+    """x[batch, 4] @ w[4, 3]: the output's second dim is 3, but the file names it as an exporter
+    would ("MatMuly_dim_1"), as a ViT export names its sequence and hidden dims."""
+    weights = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "invented",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", "MatMuly_dim_1"])],
+        [weights],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def fold_declared(model: onnx.ModelProto, tmp_path: Path, declared: frozenset[str] | None) -> dict:
+    feeds = [{"x": np.ones((2, 4), np.float32)}]
+    context = make_context(model, feeds, tmp_path, "other")
+    context.dynamic_axes = declared
+    result = apply_pass(FoldConstants(), model, context)
+    return {"stats": result.stats, "dims": io_dims(result.model)}
+
+
+def test_exporter_invented_output_dim_may_be_resolved(tmp_path: Path) -> None:
+    folded = fold_declared(invented_output_dim(), tmp_path, frozenset({"batch"}))
+    assert folded["stats"]["resolved_output_dims"] == {"y[1]: MatMuly_dim_1": 3}
+    assert ("y", ["batch", 3]) in folded["dims"]  # the declared axis stays symbolic
+
+
+def test_declared_output_axis_must_stay_symbolic(tmp_path: Path) -> None:
+    with pytest.raises(PassError, match=r"dynamic axes must stay symbolic: declared \['MatMuly_dim_1', 'batch'\]"):
+        fold_declared(invented_output_dim(), tmp_path, frozenset({"batch", "MatMuly_dim_1"}))
