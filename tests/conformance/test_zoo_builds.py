@@ -6,7 +6,7 @@ traceback is a failure). One artifacts directory per module, so each model impor
 targets.
 
 - light/ (ONNX model-zoo CNNs at IR 3, opset 9) on desktop-fp32, desktop-fp16 and desktop-int8:
-  squeezenet and shufflenet in `make test`; all nine (about 15 minutes on 2 cores) under
+  squeezenet in `make test`; all nine (about 15 minutes on 2 cores) under
   `-m conformance` (`make conformance`);
 - a representative set of pytorch-converted/ (opset 6) on the same targets (zoo.REPRESENTATIVE);
 - tests/conformance/exports.py's modern exports (ViT, BERT-like, GPT-2-like, CNN blocks, a detection
@@ -27,7 +27,7 @@ from tests.conformance.exports import EXPORTS
 from tests.conformance.zoo import CONVERTED, LIGHT, REPRESENTATIVE, name_of
 
 DESKTOP = ("desktop-fp32", "desktop-fp16", "desktop-int8")
-IN_MAKE_TEST = ("light_squeezenet", "light_shufflenet")
+IN_MAKE_TEST = ("light_squeezenet",)
 
 
 def build(path: Path, name: str, target: str, artifacts: Path) -> dict:
