@@ -24,10 +24,13 @@ CATALOGUE: dict[str, str] = {
     "coreml": "compiler.backends.coreml:CoreMlBackend",
 }
 RUNTIMES = tuple(CATALOGUE)
-# (runtime, board ISA) -> the backend that builds for that runtime on a board of another ISA than
-# this host's, verifying under emulation (TVM cross-compiles in its own backend).
-FOREIGN_BOARDS: dict[tuple[str, str], str] = {
-    ("onnxruntime", "aarch64"): "compiler.backends.ort_aarch64:OrtAarch64Backend",
+# (runtime, board OS, board ISA) -> the backend that builds for that runtime on a board of another
+# ISA than this host's, verifying under emulation (TVM cross-compiles in its own backend). The OS
+# tells a Linux board from a phone of the same ISA: android-* targets (litert, android, aarch64)
+# keep their runtime's backend.
+FOREIGN_BOARDS: dict[tuple[str, str, str], str] = {
+    ("onnxruntime", "linux", "aarch64"): "compiler.backends.ort_aarch64:OrtAarch64Backend",
+    ("litert", "linux", "aarch64"): "compiler.backends.litert_aarch64:LiteRtAarch64Backend",
 }
 
 
@@ -39,11 +42,13 @@ def backend_class(runtime: str) -> type[Backend]:
 
 
 def target_backend_class(target: TargetSpec) -> type[Backend]:
-    """The class that builds for `target`: its runtime's, or that runtime's for a board of another ISA."""
+    """The class that builds for `target`: its runtime's, or that runtime's for a board of another ISA
+    (by the target's platform.os and platform.arch)."""
     from compiler.backends.host import host_arch
 
     arch = target.platform.get("arch", host_arch())
-    entry = FOREIGN_BOARDS.get((target.runtime, arch)) if arch != host_arch() else None
+    board = (target.runtime, target.platform.get("os", ""), arch)
+    entry = FOREIGN_BOARDS.get(board) if arch != host_arch() else None
     if entry is None:
         return backend_class(target.runtime)
     cls: type[Backend] = resolve(entry)

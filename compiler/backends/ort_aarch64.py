@@ -56,15 +56,23 @@ def operator_list(model: Path) -> list[str]:
     return [f"{op} {count}" for op, count in sorted(counts.items())]
 
 
-def run_worker(request: dict[str, Any], cpu: str, what: str, count_to: Path | None = None) -> dict[str, Any]:
-    """Run ort_aarch64_worker.py on `request` in the userland on `cpu`; its JSON result. A request
-    with "batches" reports how far it is (BatchProgress) in the periodic progress line."""
+def run_worker(
+    request: dict[str, Any],
+    cpu: str,
+    what: str,
+    count_to: Path | None = None,
+    worker: Path = WORKER,
+    userland: Userland | None = None,
+) -> dict[str, Any]:
+    """Run `worker` (ort_aarch64_worker.py, or another runtime's guest worker with the same request
+    protocol) on `request` in `userland` (default: ONNX Runtime's) on `cpu`; its JSON result. A
+    request with "batches" reports how far it is (BatchProgress) in the periodic progress line."""
     with tempfile.TemporaryDirectory(prefix="edgebuild-arm64-request-") as tmp:
         request_path, result_path = Path(tmp) / "request.json", Path(tmp) / "result.json"
         progress = Path(tmp) / "progress"
         request_path.write_text(json.dumps({**request, "result": str(result_path), "progress": str(progress)}))
         status = BatchProgress(progress, request["batches"]) if "batches" in request else None
-        Userland().run_python(cpu, WORKER, [str(request_path)], what, TIMEOUT_S, count_to, status)
+        (userland or Userland()).run_python(cpu, worker, [str(request_path)], what, TIMEOUT_S, count_to, status)
         loaded: dict[str, Any] = json.loads(result_path.read_text())
     return loaded
 
@@ -248,6 +256,7 @@ class OrtAarch64Backend(OrtBackend):
 
 __all__ = [
     "COUNTED_CALLS",
+    "run_worker",
     "OPERATORS",
     "GuestSession",
     "OrtAarch64Backend",

@@ -120,8 +120,23 @@ def test_board_packages_are_the_hosts_own_versions(lock: Path) -> None:
     assert [pin for pin in read_pins(lock, lock.name) if pin.lower() not in host] == []
 
 
+def test_board_litert_is_the_tflite_toolchains_own() -> None:
+    # LiteRT is not in the host's environment but in the tflite toolchain that converts for it:
+    # the board runs that toolchain's ai-edge-litert, numpy and dependencies, every pin tflite.lock's.
+    from compiler.backends.litert_aarch64 import LOCK as LITERT_LOCK
+    from compiler.toolchains import read_pins
+
+    toolchain = {line.lower() for line in read_pins(ROOT / "compiler/toolchains/tflite.lock", "tflite.lock")}
+    assert [pin for pin in read_pins(LITERT_LOCK, LITERT_LOCK.name) if pin.lower() not in toolchain] == []
+
+
 def test_locks_share_one_root_filesystem_and_keep_separate_wheels(tmp_path: Path) -> None:
+    from compiler.backends.litert_aarch64 import LOCK as LITERT_LOCK
+
     runtime, device = arm64.Userland(tmp_path), arm64.Userland(tmp_path, arm64.DEVICE_LOCK)
-    assert runtime.rootfs == device.rootfs
-    assert runtime.site != device.site and runtime.site.parent == device.site.parent == tmp_path
+    litert = arm64.Userland(tmp_path, LITERT_LOCK)
+    assert runtime.rootfs == device.rootfs == litert.rootfs
+    assert len({runtime.site, device.site, litert.site}) == 3
+    assert runtime.site.parent == device.site.parent == litert.site.parent == tmp_path
     assert device.versions()["tuf"] and device.versions()["onnxruntime"] == runtime.versions()["onnxruntime"]
+    assert litert.versions()["ai-edge-litert"] and "onnxruntime" not in litert.versions()
