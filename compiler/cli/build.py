@@ -120,6 +120,8 @@ def build(
             "not a time)"
         )
     step(f"size: {metrics['size_bytes'] / 1e6:.2f} MB ({100 * metrics['size_ratio']:.1f}% of FP32); {latency}")
+    if "precision" in metrics:  # records built before precision was measured have none
+        step(f"precision: {metrics['precision']['summary']}")
     from compiler.cli.inspect import artifact_names
 
     step(f"artifact: {outcome.out_dir}/{artifact_names(record)}")

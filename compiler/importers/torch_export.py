@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import torch
 
+from compiler.engine.diagnosis import export_mismatch_message
 from compiler.engine.specs import ModelRecipe
 from compiler.errors import ModelError
 from compiler.ort_session import run_batches, session
@@ -136,10 +137,8 @@ def export_checked(
         float(np.abs(e - a).max()) for eb, ab in zip(expected, actual, strict=True) for e, a in zip(eb, ab, strict=True)
     )
     if worst < EXPORT_MIN_COSINE:
-        raise ModelError(
-            f"{recipe.name}: exported ONNX disagrees with PyTorch (cosine {worst:.5f} < "
-            f"{EXPORT_MIN_COSINE}); the model may contain ops the exporter mis-translates"
-        )
+        outputs = [output for batch in expected for output in batch]
+        raise ModelError(export_mismatch_message(recipe.name, worst, EXPORT_MIN_COSINE, outputs))
     model = onnx.load(str(path), load_external_data=False)
     return {
         "exporter": f"torch.onnx.export(dynamo=False) torch {torch.__version__}",

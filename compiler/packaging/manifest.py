@@ -167,6 +167,9 @@ def build_manifest(record: dict[str, Any], build_dir: Path, files: list[dict[str
                 for k in ("metric", "value", "within_budget", "summary", "detail")
                 if k in metrics["fidelity"]
             },
+            # The precision the shipped files achieved (compiler/engine/precision.py); records
+            # built before it was measured have none.
+            **({"precision": metrics["precision"]} if "precision" in metrics else {}),
         },
         # A compiled library is not a graph: its build recorded the estimate from its last ONNX.
         "memory": metrics.get("memory")
