@@ -101,6 +101,14 @@ def save(model: onnx.ModelProto, path: Path, external: bool | None = None) -> li
     return [path.parent / location]
 
 
+def check_file(path: Path, what: str) -> None:
+    """onnx.checker on the file `path` (for models too large to check in memory); a ModelError."""
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as error:
+        raise ModelError(f"{what} wrote an invalid ONNX model: {str(error).strip().splitlines()[0]}") from error
+
+
 def digest(path: Path) -> str:
     """sha256 over the .onnx and each external data file (name and bytes), in location order."""
     hasher = hashlib.sha256()
@@ -112,4 +120,13 @@ def digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
-__all__ = ["EXTERNAL_ABOVE", "data_files", "digest", "load", "locations", "save", "tensor_bytes"]
+__all__ = [
+    "EXTERNAL_ABOVE",
+    "check_file",
+    "data_files",
+    "digest",
+    "load",
+    "locations",
+    "save",
+    "tensor_bytes",
+]

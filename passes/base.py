@@ -163,7 +163,17 @@ def _version(dist: str) -> str:
 
 
 def model_digest(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    """sha256 of the model's bytes; over protobuf's 2 GB limit (where it cannot be serialised
+    whole), of its parts in order: opsets, then each node, initializer, input, output, value_info."""
+    from compiler import onnx_io
+
+    if onnx_io.tensor_bytes(model) < onnx_io.EXTERNAL_ABOVE:
+        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    digest = hashlib.sha256()
+    graph = model.graph
+    for part in (*model.opset_import, *graph.node, *graph.initializer, *graph.input, *graph.output, *graph.value_info):
+        digest.update(part.SerializeToString(deterministic=True))
+    return digest.hexdigest()
 
 
 class PassContractError(Exception):
@@ -188,6 +198,10 @@ def apply_pass(graph_pass: GraphPass, model: onnx.ModelProto, ctx: PassContext, 
             f"pass '{graph_pass.name}' (after {list(done)}) returned {type(result).__name__}, "
             "not a PassResult holding an onnx.ModelProto"
         )
+    from compiler import onnx_io
+
+    if onnx_io.tensor_bytes(result.model) >= onnx_io.EXTERNAL_ABOVE:
+        return result  # too large to check in memory: the stage checks the file it writes
     try:
         onnx.checker.check_model(result.model, full_check=False)
     except onnx.checker.ValidationError as error:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -10,6 +12,7 @@ import onnx
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
+from compiler import onnx_io
 from compiler.errors import DataError, PassError
 from passes.base import Feeds, GraphPass, PassContext, PassResult
 
@@ -90,7 +93,7 @@ class FoldConstants(GraphPass):
                 ) from fallback_error
             stats["backend"] = "onnxsim"
 
-        growth = folded.ByteSize() - model.ByteSize()
+        growth = onnx_io.tensor_bytes(folded) - onnx_io.tensor_bytes(model)
         if growth > limit_bytes:
             stats["kept_input"] = (
                 f"folding grew the model by {growth / _MB:.1f} MB, over max_constant_mb={config.max_constant_mb}"
@@ -100,15 +103,15 @@ class FoldConstants(GraphPass):
         if resolved:
             stats["resolved_output_dims"] = resolved  # exporter-invented names folding made concrete
         stats["check"] = _check_numerics(
-            model, folded, _check_feeds(model, ctx, config.check_batches), config.min_cosine
+            model, folded, _check_feeds(model, ctx, config.check_batches), config.min_cosine, ctx.workdir
         )
         stats.update(
             nodes_before=len(model.graph.node),
             nodes_after=len(folded.graph.node),
             initializers_before=len(model.graph.initializer),
             initializers_after=len(folded.graph.initializer),
-            bytes_before=model.ByteSize(),
-            bytes_after=folded.ByteSize(),
+            bytes_before=onnx_io.tensor_bytes(model),
+            bytes_after=onnx_io.tensor_bytes(folded),
         )
         return PassResult(folded, stats)
 
@@ -222,11 +225,15 @@ def _generated_feeds(model: onnx.ModelProto) -> Feeds:
     return feeds
 
 
-def _session(model: onnx.ModelProto, which: str) -> ort.InferenceSession:
+def _session(model: onnx.ModelProto, which: str, workdir: Path) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        if onnx_io.tensor_bytes(model) < onnx_io.EXTERNAL_ABOVE:
+            return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        with tempfile.TemporaryDirectory(dir=workdir, prefix="fold-check-") as tmp:  # over 2 GB: from a file
+            onnx_io.save(model, Path(tmp) / "model.onnx")
+            return ort.InferenceSession(str(Path(tmp) / "model.onnx"), options, providers=["CPUExecutionProvider"])
     except _ORT_ERRORS as error:
         raise PassError(
             f"cannot check folding: ONNX Runtime cannot load the {which} model: {str(error).strip()[:400]}"
@@ -243,12 +250,16 @@ def _run(session: ort.InferenceSession, feeds: Feeds, which: str) -> list[np.nda
 
 
 def _check_numerics(
-    before: onnx.ModelProto, after: onnx.ModelProto, feeds: tuple[str, list[Feeds]], min_cosine: float
+    before: onnx.ModelProto,
+    after: onnx.ModelProto,
+    feeds: tuple[str, list[Feeds]],
+    min_cosine: float,
+    workdir: Path,
 ) -> dict[str, Any]:
     source, batches = feeds
     worst = 1.0
     names = [output.name for output in before.graph.output]
-    reference, candidate = _session(before, "input"), _session(after, "folded")
+    reference, candidate = _session(before, "input", workdir), _session(after, "folded", workdir)
     for batch in batches:
         for name, expected, actual in zip(
             names, _run(reference, batch, "input"), _run(candidate, batch, "folded"), strict=True

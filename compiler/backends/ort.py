@@ -15,9 +15,11 @@ from typing import Any, ClassVar
 import onnxruntime as ort
 
 from compiler.backends.base import Backend, CompiledGraph, CompileRequest
+from compiler.onnx_io import data_files
 from compiler.progress import step
 
 ARTIFACT_NAME = "model.onnx"
+WEIGHTS_NAME = "model.onnx.data"  # the external weights of a model over 2 GB (the artifact names it)
 
 _LEVELS = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -57,13 +59,20 @@ class OrtBackend(Backend):
         options.optimized_model_filepath = str(output)
         options.intra_op_num_threads = 1
         options.log_severity_level = 3
+        external = bool(data_files(request.model))
+        if external:  # weights past protobuf's limit: the saved graph keeps them in a file beside it
+            options.add_session_config_entry("session.optimized_model_external_initializers_file_name", WEIGHTS_NAME)
+            options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
         ort.InferenceSession(str(request.model), options, providers=["CPUExecutionProvider"])
-        return {
+        meta: dict[str, Any] = {
             "artifact": ARTIFACT_NAME,
             "runtime": self.runtime,
             "runtime_version": ort.__version__,
             "graph_optimization": level,
         }
+        if external:
+            meta["extra_files"] = {WEIGHTS_NAME: "weights"}  # shipped beside the model under this name
+        return meta
 
     def signature(self, compiled: CompiledGraph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return signature_of(compiled.artifact)

@@ -66,7 +66,8 @@ def run_graph_passes(
                     list(done),
                 )
                 raise PassError(f"{prefix}{error} (reproducer: edgebuild replay {where})") from error
-            onnx_io.save(result.model, directory / "model.onnx")
+            if onnx_io.save(result.model, directory / "model.onnx"):  # external data: checked on disk
+                onnx_io.check_file(directory / "model.onnx", f"pass '{graph_pass.name}'")
             return {"stats": result.stats, "_seconds": round(time.perf_counter() - started, 2)}
 
         entry = cache.get_or_build(f"pass-{graph_pass.name}", key, run_pass)

@@ -58,9 +58,19 @@ def test_ir_newer_than_the_runtime_reads_is_lowered() -> None:
     run(normalized, {"ids": np.zeros((1, 8), np.int64)})
 
 
+def test_unnamed_nodes_get_unique_names() -> None:
+    model = embedding_model()
+    model.graph.node[1].name = "Gather_0"  # a name the scheme would pick for node 0 is taken
+    normalized, notes = normalize(model, "embed.onnx")
+    assert [node.name for node in normalized.graph.node] == ["Gather_0_1", "Gather_0"]
+    assert any("1 unnamed nodes named" in note for note in notes)
+
+
 def test_current_model_is_left_alone() -> None:
     model = embedding_model()
     model.ir_version = 8
+    for index, node in enumerate(model.graph.node):
+        node.name = f"node{index}"
     before = model.SerializeToString()
     normalized, notes = normalize(model, "embed.onnx")
     assert notes == [] and normalized.SerializeToString() == before

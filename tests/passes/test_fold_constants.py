@@ -104,7 +104,7 @@ def test_tensor_size_limit_stops_folding(tmp_path: Path) -> None:
     model = constant_matmul(branches=1, rows=1024)  # folding makes one 4 MB tensor
     folded, stats = fold(model, [], tmp_path, family="other")
     assert "ConstantOfShape" not in {n.op_type for n in folded.graph.node}
-    assert stats["bytes_after"] > 4 << 20
+    assert stats["bytes_after"] >= 4 << 20  # tensor bytes
     assert stats["check"]["feeds"] == "generated"  # no calibration batches: generated feeds
     limited, stats = fold(model, [], tmp_path, family="other", max_constant_mb=1.0)
     assert "ConstantOfShape" in {n.op_type for n in limited.graph.node}

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from compiler import onnx_io
 from compiler.backends.base import Backend, CompiledGraph, CompileRequest
 from compiler.digests import sha256_file, sha256_tree, tool_versions
 from compiler.engine.cache import Cache, stage_key
@@ -134,9 +135,11 @@ class SingleGraphBuild(FamilyBuild):
     def _scored(self, path: Path, backend: Backend | None) -> tuple[Fidelity, bool]:
         """The fidelity of `path` (an ONNX graph, or the backend's artifact), cached by its bytes."""
         slow = backend is not None and backend.execution(path).slow
+        onnx_graph = backend is None or backend.graph_artifact  # its weights may be external data
+        graph_digest = onnx_io.digest(path) if onnx_graph else sha256_file(path)
         key = stage_key(
             "score",
-            inputs={"model": sha256_file(path), "data": self.data_digest, "reference": self.reference_digest},
+            inputs={"model": graph_digest, "data": self.data_digest, "reference": self.reference_digest},
             config={
                 "metric": self.recipe.metric,
                 "runtime": backend.runtime if backend else None,  # None: an ONNX graph, on ONNX Runtime here
