@@ -47,6 +47,12 @@ def check_fidelity(
             f"{model}: {stage} fidelity over budget: {fidelity.summary}; over budget already at import, before "
             f"any pass ran. {import_failure_advice(seen)}"
         )
+    if culprit is None and per_pass and stage == "after compilation":
+        raise BudgetError(
+            f"{model}: {stage} fidelity over budget: {fidelity.summary}; the model after every pass was within "
+            "budget, so the compilation lost it (the runtime's conversion, not a pass option): build it for "
+            "another precision or runtime of this board, or relax the recipe's [metric] budget"
+        )
     blame = f"; first over budget after pass '{culprit}'" if culprit else ""
     raise BudgetError(f"{model}: {stage} fidelity over budget: {fidelity.summary}{blame}. {advice}")
 

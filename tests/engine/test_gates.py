@@ -86,3 +86,13 @@ def test_int8_in_name_only() -> None:
         BudgetError, match=r"arm64-int8: INT8 in name only: .*cortex-a72.*1,000,000 instructions.*600,000 FMLA"
     ):
         check_integer_work("arm64-int8", "int8", _counted(integer=0, fmla=600_000))
+
+
+def test_a_failure_only_after_compilation_blames_the_compilation_not_a_pass() -> None:
+    good = Fidelity("output_cosine", 0.999, True, "mean output cosine 0.9990")
+    bad = Fidelity("output_cosine", 0.5, False, "mean output cosine 0.5000; budget mean >= 0.99")
+    with pytest.raises(BudgetError) as raised:
+        check_fidelity("m", "after compilation", bad, [("import", good), ("quantize-static-int8", good)])
+    message = str(raised.value)
+    assert "the model after every pass was within budget, so the compilation lost it" in message
+    assert "that pass's options" not in message
