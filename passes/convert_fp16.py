@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import onnx
 
+from compiler import onnx_io
 from compiler.errors import PassError
 from passes.base import GraphPass, PassContext, PassResult, nothing_to_do
 
@@ -70,8 +71,8 @@ class ConvertFp16(GraphPass):
         return PassResult(
             converted,
             {
-                "bytes_before": model.ByteSize(),
-                "bytes_after": converted.ByteSize(),
+                "bytes_before": onnx_io.tensor_bytes(model),
+                "bytes_after": onnx_io.tensor_bytes(converted),
                 "initializers_float16": types[_FLOAT16],
                 "initializers_float32": types[_FLOAT],
                 "cast_nodes_added": _count(converted, "Cast") - _count(model, "Cast"),

@@ -32,6 +32,7 @@ from typing import Any
 
 import onnx
 
+from compiler import onnx_io
 from compiler.errors import PassError, did_you_mean
 from compiler.progress import progress_bar
 from passes.base import Fidelity, PassContext
@@ -116,7 +117,7 @@ def search_exclusions(
     """
     started = time.perf_counter()
     first = ctx.evaluate(quantized)
-    stats: dict[str, Any] = {"fidelity_before": _describe(first), "size_bytes_before": quantized.ByteSize()}
+    stats: dict[str, Any] = {"fidelity_before": _describe(first), "size_bytes_before": onnx_io.tensor_bytes(quantized)}
     if _satisfied(first, settings):
         stats.update(
             {
@@ -167,7 +168,7 @@ def search_exclusions(
             "budget_met": met,
             "excluded_nodes": list(excluded),
             "fidelity_after": _describe(best),
-            "size_bytes_after": best_model.ByteSize(),
+            "size_bytes_after": onnx_io.tensor_bytes(best_model),
             "granularity": granularity,
             "candidates": len(candidates),
             "evaluations": evaluations,
@@ -258,7 +259,7 @@ def quantization_stats(
     """What a quantize pass reports: nodes quantized by op type, nodes left in float, sizes, plus
     `search` (the mixed-precision stats and anything else the pass recorded)."""
     op_type = {node.name: node.op_type for node in base.graph.node}
-    size_before, size_after = original.ByteSize(), quantized.ByteSize()
+    size_before, size_after = onnx_io.tensor_bytes(original), onnx_io.tensor_bytes(quantized)
     return {
         "quantized_nodes": dict(sorted(Counter(op_type[name] for name in candidates).items())),
         "excluded_nodes": [*user_excluded, *search.get("mixed_precision", {}).get("excluded_nodes", [])],

@@ -10,6 +10,7 @@ from typing import ClassVar
 import numpy as np
 import onnx
 
+from compiler import onnx_io
 from compiler.errors import ConfigError, PassError, did_you_mean
 from passes.base import GraphPass, PassContext, PassResult, nothing_to_do
 from passes.mixed_precision import MixedPrecisionOptions, search_if_enabled
@@ -98,8 +99,8 @@ class QuantizeInt4Weights(GraphPass):
                 "matmuls_left_float": ops["MatMul"],
                 "tied_tables_shared": ops["GatherBlockQuantized"],
                 "excluded": [*config.nodes_to_exclude, *search.get("mixed_precision", {}).get("excluded_nodes", [])],
-                "bytes_before": model.ByteSize(),
-                "bytes_after": quantized.ByteSize(),
+                "bytes_before": onnx_io.tensor_bytes(model),
+                "bytes_after": onnx_io.tensor_bytes(quantized),
                 **search,
             },
         )
