@@ -109,6 +109,15 @@ def check_file(path: Path, what: str) -> None:
         raise ModelError(f"{what} wrote an invalid ONNX model: {str(error).strip().splitlines()[0]}") from error
 
 
+def size_on_disk(path: Path) -> int:
+    """Bytes of the ONNX file `path` with its external data files (a file that is no ONNX model: its own)."""
+    try:
+        external = data_files(path) if path.is_file() else []
+    except ModelError:
+        external = []
+    return path.stat().st_size + sum(file.stat().st_size for file in external if file.is_file())
+
+
 def digest(path: Path) -> str:
     """sha256 over the .onnx and each external data file (name and bytes), in location order."""
     hasher = hashlib.sha256()

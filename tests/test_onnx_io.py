@@ -59,3 +59,12 @@ def test_missing_data_file_is_one_line_naming_it(tmp_path: Path) -> None:
     (tmp_path / "model.onnx.data").unlink()
     with pytest.raises(ModelError, match=r"model\.onnx\.data, which is not next to it.*copy the \.onnx together"):
         onnx_io.load(path)
+
+
+def test_size_on_disk_counts_the_external_weights(tmp_path: Path) -> None:
+    path = tmp_path / "model.onnx"
+    onnx_io.save(linear(np.ones((64, 64), np.float32)), path, external=True)
+    assert onnx_io.size_on_disk(path) == path.stat().st_size + (tmp_path / "model.onnx.data").stat().st_size
+    not_onnx = tmp_path / "model.tflite"
+    not_onnx.write_bytes(b"TFL3" * 10)
+    assert onnx_io.size_on_disk(not_onnx) == 40

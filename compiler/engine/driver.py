@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from compiler import onnx_io
 from compiler.backends.base import Backend, CompiledGraph
 from compiler.backends.catalogue import backend_for
 from compiler.digests import sha256_file
@@ -174,7 +175,7 @@ def _compile_row(
         cached=all(c.cached for c in artifacts),
         seconds=round(sum(c.seconds for c in artifacts), 2),
         stats=build.compile_stats(compiled),
-        bytes=sum(c.artifact.stat().st_size for c in artifacts),
+        bytes=sum(_artifact_bytes(build, c.artifact) for c in artifacts),
         nodes=_nodes(artifacts[0].artifact) if model_family.counts_nodes and build.backend.graph_artifact else None,
         fidelity=scored.fidelity,
     )
@@ -203,7 +204,7 @@ def _result(
         for name, shipped in finished.files.items()
     ]
     artifacts = list(compiled.values())
-    size = sum(c.artifact.stat().st_size for c in artifacts)
+    size = sum(_artifact_bytes(build, c.artifact) for c in artifacts)
     metrics: dict[str, Any] = {
         "size_bytes": size,
         "fp32_size_bytes": rows[0].bytes,
@@ -245,12 +246,17 @@ def _result(
     )
 
 
+def _artifact_bytes(build: FamilyBuild, artifact: Path) -> int:
+    """An artifact's size; an ONNX graph's with its external weights file."""
+    return onnx_io.size_on_disk(artifact) if build.backend.graph_artifact else artifact.stat().st_size
+
+
 def _score(model_family: ModelFamily, build: FamilyBuild, rows: list[StageRow]) -> None:
     """Size, node count and fidelity of every row not yet scored (the family scores)."""
     for row in rows:
         if row.fidelity is not None:
             continue
-        row.bytes = row.bytes or row.path.stat().st_size
+        row.bytes = row.bytes or onnx_io.size_on_disk(row.path)  # a graph row: its external weights count
         if model_family.counts_nodes and row.nodes is None:
             row.nodes = _nodes(row.path)
         row.fidelity = build.score_graph(row.graph, row)
