@@ -97,7 +97,9 @@ def estimate_memory(model_path: Path, input_shapes: dict[str, list[int]]) -> dic
     import onnx
     from onnx import helper, shape_inference
 
-    model = onnx.load(str(model_path))
+    from compiler import onnx_io
+
+    model = onnx.load(str(model_path), load_external_data=False)  # shapes only: weights over 2 GB stay on disk
     for value in model.graph.input:
         shape = input_shapes.get(value.name)
         if shape is None:
@@ -115,7 +117,7 @@ def estimate_memory(model_path: Path, input_shapes: dict[str, list[int]]) -> dic
             continue
         itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).itemsize
         activations += int(np.prod(dims, dtype=np.int64)) * itemsize
-    weights = model_path.stat().st_size
+    weights = onnx_io.size_on_disk(model_path)
     return {
         "method": MEMORY_METHOD,
         "weights_bytes": weights,
