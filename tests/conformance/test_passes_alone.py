@@ -26,7 +26,18 @@ from tests.conformance.zoo import CONVERTED, LIGHT, OPERATORS, name_of, referenc
 from tests.onnx_helpers import make_context, run_ort
 
 TOLERANCE = 1e-4
-MODELS = [*CONVERTED, *OPERATORS, *LIGHT]
+HEAVY = ("light_vgg19", "light_zfnet512", "light_bvlc_alexnet")  # 60-140 M weights each: tens of seconds
+
+
+def case(path: Path) -> object:
+    """Operator files are small (the quick loop); zoo CNNs are slow, the three largest in `make conformance`."""
+    if path not in LIGHT:
+        return pytest.param(path, id=name_of(path))
+    marks = [pytest.mark.slow, *([pytest.mark.conformance] if path.stem in HEAVY else [])]
+    return pytest.param(path, marks=marks, id=name_of(path))
+
+
+MODELS = [case(path) for path in (*CONVERTED, *OPERATORS, *LIGHT)]
 
 
 def feeds_for(path: Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -36,7 +47,7 @@ def feeds_for(path: Path, model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return generated_dataset(signature(model, str(path)), {}, batches=1, bounds=index_bounds(model)).verify[0]
 
 
-@pytest.mark.parametrize("path", MODELS, ids=name_of)
+@pytest.mark.parametrize("path", MODELS)
 @pytest.mark.parametrize("graph_pass", [FoldConstants(), Fuse()], ids=lambda p: p.name)
 def test_pass_alone_keeps_outputs(path: Path, graph_pass: object, tmp_path: Path) -> None:
     model, _ = normalize(onnx.load(str(path)), str(path))
