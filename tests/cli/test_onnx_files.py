@@ -114,6 +114,8 @@ def test_old_ir_and_opset_are_normalized_and_said_so(tmp_path: Path) -> None:
     assert "opset 6 upgraded to 17" in result.stdout + result.stderr
     record = json.loads((tmp_path / "a" / "old" / "desktop-int8" / "report.json").read_text())
     assert any("graph inputs" in change for change in record["provenance"]["import_changes"])
+    report = (tmp_path / "a" / "old" / "desktop-int8" / "report.md").read_text()
+    assert "changed at import" in report and "opset 6 upgraded to 17" in report
 
 
 def test_same_stem_from_another_file_is_refused_then_built_under_a_name(tmp_path: Path) -> None:
