@@ -15,10 +15,10 @@ import numpy as np
 
 NEAR_ZERO = 1e-6  # largest |output| below which outputs are rounding noise, not a model's answer
 IMPORT_ADVICE = (
-    "the imported FP32 model already differs from the source model before any pass ran (a PyTorch recipe: "
-    "the exported ONNX against PyTorch's outputs; an .onnx recipe: the imported graph against the file's own "
-    "outputs under ONNX Runtime), so no pass option can fix it and relaxing the budget would hide it: check "
-    "the recipe's [source], its inputs and [data]"
+    "the imported FP32 model is over budget before any pass ran, so no pass option can fix it: either the "
+    "budget asks more than the unmodified model gives (check [metric]), or the import already differs from the "
+    "source model (a PyTorch recipe: the exported ONNX against PyTorch's outputs; an .onnx recipe: the imported "
+    "graph against the file's own outputs under ONNX Runtime): check the recipe's [source], its inputs and [data]"
 )
 DEGENERATE = "the weights look degenerate (constant, zeroed or untrained)"
 
