@@ -39,7 +39,7 @@ build: $(STAMP)
 	@$(BIN)/edgebuild build --target $(target) --model $(model) --package
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests -m "not conformance"
+	$(BIN)/python -m pytest -q tests -m "not conformance" --durations=20
 
 # Every ONNX model-zoo file in the onnx wheel on the desktop targets (tests/conformance/).
 conformance: $(STAMP)
