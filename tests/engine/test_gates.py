@@ -69,7 +69,8 @@ def test_a_failure_at_import_gets_import_advice_not_pass_advice() -> None:
     assert "over budget already at import, before any pass ran" in message
     assert "The imported model's outputs are all within 1e-09 of zero" in message
     assert "after pass 'import'" not in message and "that pass's options" not in message
-    with pytest.raises(BudgetError, match=r"either the budget asks more than the unmodified model gives.*already differs from the"):
+    advice = r"either the budget asks more than the unmodified model gives.*already differs from the"
+    with pytest.raises(BudgetError, match=advice):
         check_fidelity("m", "after passes", bad, [("import", bad)], import_outputs=lambda: None)
 
 
