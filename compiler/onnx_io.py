@@ -13,6 +13,7 @@ every file its tensors name, relative to the .onnx's directory. Everything here 
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from pathlib import Path
 
 import onnx
@@ -43,12 +44,22 @@ def locations(model: onnx.ModelProto) -> list[str]:
 
 
 def data_files(path: Path) -> list[Path]:
-    """The external data files of the ONNX file `path` (none for a self-contained one)."""
+    """The external data files of the ONNX file `path` (none for a self-contained one). Parsing the
+    graph is the cost; it is done once per file version (path, size, mtime) in a process, since
+    stage keys, sizes and digests all ask."""
+    if not path.is_file():
+        raise ModelError(f"{path}: no such file")
+    stat = path.stat()
+    return [path.parent / location for location in _locations_of(str(path), stat.st_size, stat.st_mtime_ns)]
+
+
+@lru_cache(maxsize=256)
+def _locations_of(path: str, size: int, mtime_ns: int) -> tuple[str, ...]:
     try:
-        model = onnx.load(str(path), load_external_data=False)
+        model = onnx.load(path, load_external_data=False)
     except Exception as error:  # protobuf raises DecodeError, onnx several kinds
         raise ModelError(f"{path}: not a readable ONNX model ({type(error).__name__})") from error
-    return [path.parent / location for location in locations(model)]
+    return tuple(locations(model))
 
 
 def load(path: Path) -> onnx.ModelProto:

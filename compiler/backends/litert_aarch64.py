@@ -25,11 +25,12 @@ import numpy as np
 
 from compiler.backends import ort_aarch64
 from compiler.backends.base import CompileRequest, Execution, Feeds, Outputs, read_io_record, reported_meta
+from compiler.backends.emulated_board import EmulatedBoard
 from compiler.backends.ort_aarch64 import COUNTED_CALLS, cost_summary
 from compiler.backends.tflite import TOOLCHAIN, LiteRtBackend
 from compiler.errors import ConfigError, UserError
 from compiler.shipped import package_file
-from compiler.toolchains.arm64 import CPU_MODELS, Userland, cpu_model, per_call
+from compiler.toolchains.arm64 import CPU_MODELS, Userland, per_call
 
 LOCK = package_file("compiler/toolchains/arm64-litert.lock")  # the board's LiteRT (verification)
 WORKER = package_file("compiler/backends/litert_aarch64_worker.py")
@@ -79,35 +80,18 @@ def count_litert(
         return per_call(count_to, calls), nodes
 
 
-class LiteRtAarch64Backend(LiteRtBackend):
+class LiteRtAarch64Backend(EmulatedBoard, LiteRtBackend):
     """LiteRT's aarch64 wheel (XNNPACK) on a board, verified and counted under qemu with its CPU model."""
 
-    counts_instructions: ClassVar[bool] = True
     times_off_host: ClassVar[bool] = False  # a board's artifact: host timings of it mean nothing
-    untimed_summary: ClassVar[str] = "verified under emulation of the board's CPU; cost counted in instructions"
-    bench_note: ClassVar[str] = "instructions per inference under qemu with the board's CPU model, not a time"
 
-    @property
-    def cpu(self) -> str:
-        return cpu_model(self.target.platform.get("cpu"), str(self.target.path)).name
-
-    def check_target(self) -> None:
-        cpu_model(self.target.platform.get("cpu"), str(self.target.path))
+    def userland(self) -> Userland:
+        return userland()
 
     def time_against_ort(
         self, onnx_path: Path, artifacts: dict[str, Path], feeds: Feeds, repeats: int
     ) -> dict[str, float] | None:
         return None
-
-    def key_config(self, request: CompileRequest) -> dict[str, Any]:
-        # The same .tflite as android-int8, but its record says which CPU model and which board
-        # wheels verified it (an A76 build must not reuse an A72 build's entry).
-        return {
-            **super().key_config(request),
-            "arch": "aarch64",
-            "cpu": self.cpu,
-            "board_wheels": userland().versions(),
-        }
 
     def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
         """The android targets' .tflite (LiteRtBackend); the board's runtime is the lock's aarch64 wheel."""

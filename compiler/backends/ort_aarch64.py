@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from compiler.backends.base import CompileRequest, Execution, Feeds, Outputs, Predict
+from compiler.backends.emulated_board import EmulatedBoard
 from compiler.backends.ort import OrtBackend
 from compiler.errors import ConfigError
 from compiler.progress import LOG_EVERY_S, step
@@ -35,7 +36,6 @@ from compiler.toolchains.arm64 import (
     INTEGER_MAC,
     BatchProgress,
     Userland,
-    cpu_model,
     emulation_versions,
     guest_failure,
     per_call,
@@ -157,31 +157,11 @@ class GuestSession:
         tmp.cleanup()
 
 
-class OrtAarch64Backend(OrtBackend):
+class OrtAarch64Backend(EmulatedBoard, OrtBackend):
     """ONNX Runtime's aarch64 build on a board, verified and counted under qemu with its CPU model."""
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"stepwise"})  # predictor(): a session in a guest process
-    counts_instructions: ClassVar[bool] = True
     remote_predictor: ClassVar[bool] = True
-    untimed_summary: ClassVar[str] = "verified under emulation of the board's CPU; cost counted in instructions"
-    bench_note: ClassVar[str] = "instructions per inference under qemu with the board's CPU model, not a time"
-
-    @property
-    def cpu(self) -> str:
-        return cpu_model(self.target.platform.get("cpu"), str(self.target.path)).name
-
-    def check_target(self) -> None:
-        cpu_model(self.target.platform.get("cpu"), str(self.target.path))
-
-    def key_config(self, request: CompileRequest) -> dict[str, Any]:
-        # The cpu too: the bytes are the same for every board, but the stage's record says which CPU
-        # model it was verified on (an A76 build must not reuse an A72 build's entry).
-        return {
-            **super().key_config(request),
-            "arch": "aarch64",
-            "cpu": self.cpu,
-            "board_wheels": Userland().versions(),
-        }
 
     def compile(self, request: CompileRequest, directory: Path) -> dict[str, Any]:
         """The portable .onnx (OrtBackend) and its operator list; the board's runtime is the lock's wheel."""

@@ -10,20 +10,16 @@ finds the board up to date; a bundle for another board is never offered to it.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from compiler.cli.main import main
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 from compiler.shipped import PACKAGES as ROOT
 from compiler.toolchains.arm64 import DEVICE_LOCK, Userland
+from tests.ota.serving import cli, edgebuild_serve
 
 pytestmark = pytest.mark.slow  # an end-to-end build, and the client under emulation (minutes)
 
@@ -40,12 +36,6 @@ onnxruntime = "1.31.1"
 """
 
 
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, Path]]:
     base = tmp_path_factory.mktemp("arm64-ota")
@@ -56,21 +46,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
         cli("build", "-t", target, "-m", "digits-cnn", "--artifacts", str(base / "a"), "--key", key)
         bundle = next((base / "a" / "digits-cnn" / target).glob("*.tar"))
         cli("publish", str(bundle), "--repo", str(repo), "--keys", str(base / "repo-keys"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli.main", "serve", "--repo", str(repo), "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**ENV, "PYTHONPATH": str(ROOT)},
-    )
-    try:
-        assert server.stderr is not None
-        match = re.search(r"at (http://127\.0\.0\.1:\d+)/", server.stderr.readline())
-        assert match, "edgebuild serve did not report its address"
-        yield repo, match.group(1), base
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with edgebuild_serve(repo, {**ENV, "PYTHONPATH": str(ROOT)}) as url:
+        yield repo, url, base
 
 
 def update_on_the_board(base: Path, repo: Path, url: str, device: Path) -> str:

@@ -5,20 +5,18 @@ device (another process) installs v1 in full, then v2 through a delta, health-ch
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from compiler.bench.model_update import finetuned_minilm
-from compiler.cli.main import main
 from compiler.ota.slots import SlotStore
 from compiler.packaging.signing import DEV_PRIVATE, DEV_PUBLIC
 from compiler.shipped import PACKAGES as ROOT
+from tests.ota.serving import cli, edgebuild_serve
 
 pytestmark = pytest.mark.slow  # end-to-end builds of real models (minutes)
 
@@ -35,12 +33,6 @@ onnxruntime = "1.31.1"
 """
 
 
-def cli(*args: str) -> str:
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, Path]]:
     base = tmp_path_factory.mktemp("minilm-ota")
@@ -53,21 +45,8 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str
     for artifacts in (base / "a1", base / "a2"):
         bundle = next((artifacts / "minilm" / "desktop-int8").glob("*.tar"))
         cli("publish", str(bundle), "--repo", str(repo), "--keys", str(base / "repo-keys"))
-    server = subprocess.Popen(
-        [sys.executable, "-m", "compiler.cli.main", "serve", "--repo", str(repo), "--port", "0"],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env=ENV,
-    )
-    try:
-        assert server.stderr is not None
-        match = re.search(r"at (http://127\.0\.0\.1:\d+)/", server.stderr.readline())
-        assert match, "edgebuild serve did not report its address"
-        yield repo, match.group(1), base
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    with edgebuild_serve(repo, ENV) as url:
+        yield repo, url, base
 
 
 def device_update(base: Path, repo: Path, url: str, device: Path, channel: str) -> str:
